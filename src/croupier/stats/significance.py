@@ -1,0 +1,144 @@
+# Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
+# ruff: noqa: RUF002
+"""Fixed-horizon frequentist statistics: intervals, two-sample tests, Holm adjustment.
+
+Each function mirrors a named reference implementation (the test oracle) on regular input and
+returns ``None`` where the quantity is undefined (no data, one observation, zero variance),
+so no NaN or infinity ever reaches a caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats as sps
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class DiffTest:
+    """A two-sided comparison of an arm against the control.
+
+    Attributes:
+        diff: arm mean − control mean.
+        diff_ci: two-sided (1 − α) interval for ``diff``; None when undefined.
+        p_value: two-sided p-value for H0: diff = 0; None when undefined.
+    """
+
+    diff: float
+    diff_ci: Interval | None
+    p_value: float | None
+
+
+def _z(alpha: float) -> float:
+    return float(sps.norm.isf(alpha / 2.0))
+
+
+def _clip01(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def wilson_interval(successes: float, n: int, *, alpha: float) -> Interval | None:
+    """Wilson (1927) score interval for a proportion; None when n is 0.
+
+    Equal to statsmodels ``proportion_confint(successes, n, alpha, method="wilson")``.
+    """
+    if n <= 0:
+        return None
+    z = _z(alpha)
+    z2 = z * z
+    p = _clip01(successes / n)
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
+    return (_clip01(centre - half), _clip01(centre + half))
+
+
+def t_interval(mean: float, std: float, n: int, *, alpha: float) -> Interval | None:
+    """Student t interval mean ± t(1 − α/2, n − 1)·std/√n; None when n < 2."""
+    if n < 2:
+        return None
+    half = float(sps.t.isf(alpha / 2.0, n - 1)) * std / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
+def two_proportion_test(
+    x_arm: float, n_arm: int, x_control: float, n_control: int, *, alpha: float
+) -> DiffTest | None:
+    """Pooled two-proportion z-test with an unpooled Wald interval for the difference.
+
+    The p-value equals statsmodels ``proportions_ztest([x_arm, x_control], [n_arm, n_control])``.
+    Returns None when either arm has no exposures. When both arms are all 0 or all 1 the pooled
+    variance is 0, the difference is 0 and the p-value is 1.0 (no evidence of a difference).
+    """
+    if n_arm <= 0 or n_control <= 0:
+        return None
+    p_a = _clip01(x_arm / n_arm)
+    p_c = _clip01(x_control / n_control)
+    diff = p_a - p_c
+    pooled = _clip01((x_arm + x_control) / (n_arm + n_control))
+    se0 = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_arm + 1.0 / n_control))
+    p_value = _clip01(2.0 * float(sps.norm.sf(abs(diff) / se0))) if se0 > 0.0 else 1.0
+    se1 = math.sqrt(p_a * (1.0 - p_a) / n_arm + p_c * (1.0 - p_c) / n_control)
+    half = _z(alpha) * se1
+    return DiffTest(diff=diff, diff_ci=(diff - half, diff + half), p_value=p_value)
+
+
+def welch_test(
+    mean_arm: float,
+    std_arm: float,
+    n_arm: int,
+    mean_control: float,
+    std_control: float,
+    n_control: int,
+    *,
+    alpha: float,
+) -> DiffTest | None:
+    """Welch (1947) unequal-variance t-test with a Welch–Satterthwaite t interval.
+
+    The p-value equals scipy ``ttest_ind_from_stats(..., equal_var=False)`` with the arm first.
+    Returns None when either arm has fewer than two observations. With zero variance in both
+    arms the interval collapses to the difference and the p-value is 1.0 when the means are
+    equal and 0.0 otherwise (scipy's limits).
+    """
+    if n_arm < 2 or n_control < 2:
+        return None
+    diff = mean_arm - mean_control
+    v_a = std_arm * std_arm / n_arm
+    v_c = std_control * std_control / n_control
+    var = v_a + v_c
+    if var <= 0.0:
+        return DiffTest(diff=diff, diff_ci=(diff, diff), p_value=1.0 if diff == 0.0 else 0.0)
+    df = var * var / (v_a * v_a / (n_arm - 1) + v_c * v_c / (n_control - 1))
+    se = math.sqrt(var)
+    p_value = _clip01(2.0 * float(sps.t.sf(abs(diff) / se, df)))
+    half = float(sps.t.isf(alpha / 2.0, df)) * se
+    return DiffTest(diff=diff, diff_ci=(diff - half, diff + half), p_value=p_value)
+
+
+def lift(diff: float | None, control_mean: float | None) -> float | None:
+    """Relative difference diff / control mean; None when either is missing or the mean is 0."""
+    if diff is None or control_mean is None or control_mean == 0.0:
+        return None
+    return diff / control_mean
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm (1979) step-down adjusted p-values.
+
+    Equal to statsmodels ``multipletests(p_values, method="holm")[1]``. A None (undefined)
+    p-value stays None but still counts in the family size, as if it were 1.0, so that missing
+    data never makes the others look more significant.
+    """
+    m = len(p_values)
+    filled = [1.0 if p is None else _clip01(p) for p in p_values]
+    order = sorted(range(m), key=lambda i: filled[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * filled[i]))
+        adjusted[i] = running
+    return [None if p is None else adj for p, adj in zip(p_values, adjusted, strict=True)]
