@@ -213,6 +213,17 @@ def _totals(
     return _Totals(n=n, sums=sums, mean=mean, std=std, var_of_mean=var_of_mean)
 
 
+def _finite(value: float | None) -> float | None:
+    """The value itself when it is a finite float, else None (the last guard before JSON)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _finite_ci(ci: Interval | None) -> Interval | None:
+    if ci is None or not (math.isfinite(ci[0]) and math.isfinite(ci[1])):
+        return None
+    return ci
+
+
 def _check_control(control: int, k: int) -> None:
     if not 0 <= control < k:
         raise StatsInputError(f"control index {control} is out of range for {k} arms.")
@@ -281,11 +292,11 @@ def analyze(
                 expected_exposures=float(expected_a[i]),
                 count=n_i,
                 sum=float(sums_a[i]),
-                mean=m,
-                std=s,
-                ci=ci,
+                mean=_finite(m),
+                std=_finite(s),
+                ci=_finite_ci(ci),
                 p_best=None if best.p_best is None else best.p_best[i],
-                expected_loss=None if best.expected_loss is None else best.expected_loss[i],
+                expected_loss=_finite(best.expected_loss[i] if best.expected_loss else None),
             )
         )
 
@@ -331,11 +342,11 @@ def analyze(
             Comparison(
                 arm=i,
                 control=c,
-                diff=diff,
-                diff_ci=diff_ci,
-                lift=lift(diff, t.mean[c]),
-                p_value=p_value,
-                p_value_adjusted=adjusted[j],
+                diff=_finite(diff),
+                diff_ci=_finite_ci(diff_ci),
+                lift=_finite(lift(diff, t.mean[c])),
+                p_value=_finite(p_value),
+                p_value_adjusted=_finite(adjusted[j]),
                 sequential_p_value=seq_p[i],
                 significant=seq_p[i] < alpha,
                 state=new_state,
@@ -453,8 +464,8 @@ def guardrail(
             GuardrailCheck(
                 arm=i,
                 control=c,
-                diff=diff,
-                p_value=p_value,
+                diff=_finite(diff),
+                p_value=_finite(p_value),
                 sequential_p_value=p_seq,
                 breached=p_seq < alpha,
                 state=state,

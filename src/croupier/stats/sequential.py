@@ -100,7 +100,7 @@ def mixture_p_values(
     nc = np.asarray(n_control, dtype=np.float64)
     ok = (var > 0.0) & np.isfinite(var) & np.isfinite(est) & (na >= min_count) & (nc >= min_count)
     safe_var = np.where(ok, var, 1.0)
-    z = np.where(ok, est - null_value, 0.0) / np.sqrt(safe_var)
+    z = np.clip(np.where(ok, est - null_value, 0.0) / np.sqrt(safe_var), -1e100, 1e100)
     n_eff = np.where(ok, na * nc / np.where(ok, na + nc, 1.0), 0.0)
     r = mixing_effect * mixing_effect * n_eff
     log_lr = mixture_log_lr(z, r, one_sided=one_sided)
@@ -125,7 +125,8 @@ def update(
     A None state is the start of the experiment (p = 1.0). An undefined estimate or variance
     leaves the p-value unchanged. The returned p-value never exceeds the previous one.
     """
-    previous = (state or INITIAL_STATE).p_value
+    stored = (state or INITIAL_STATE).p_value
+    previous = min(1.0, max(0.0, stored)) if math.isfinite(stored) else 1.0
     if estimate is None or variance is None:
         return SequentialState(previous), previous
     p_look = float(
@@ -140,5 +141,5 @@ def update(
             min_count=min_count,
         )
     )
-    p = min(previous, p_look)
+    p = min(previous, p_look) if math.isfinite(p_look) else previous
     return SequentialState(p), p

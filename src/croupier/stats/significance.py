@@ -120,10 +120,11 @@ def welch_test(
 
 
 def lift(diff: float | None, control_mean: float | None) -> float | None:
-    """Relative difference diff / control mean; None when either is missing or the mean is 0."""
+    """Relative difference diff / control mean; None when undefined (no data, a mean of 0)."""
     if diff is None or control_mean is None or control_mean == 0.0:
         return None
-    return diff / control_mean
+    value = diff / control_mean
+    return value if math.isfinite(value) else None
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:

@@ -7,6 +7,7 @@ the assignment or the exposure logging is broken and no other statistic should b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,9 @@ def srm_test(
     observed, expected = observed[keep], expected[keep] * (total / expected_total)
     if observed.size < 2:
         return SrmResult(p_value=None, flag=False)
-    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    with np.errstate(over="ignore"):  # a vanishing expectation means an infinite statistic
+        statistic = float(np.sum((observed - expected) ** 2 / expected))
+    if not math.isfinite(statistic):
+        return SrmResult(p_value=0.0, flag=True)
     p_value = min(1.0, max(0.0, float(sps.chi2.sf(statistic, observed.size - 1))))
     return SrmResult(p_value=p_value, flag=p_value < threshold)
