@@ -1,0 +1,100 @@
+"""Group commit: concurrent reward requests share one transaction.
+
+Each request awaits a future; one flush task per process takes everything pending (up to a
+bound), commits it in a single transaction and resolves every future. A request is answered
+only after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from croupier.errors import Unavailable
+from croupier.storage.db import UNAVAILABLE_ERRORS
+from croupier.storage.reward_writer import Outcome, RewardItem
+
+logger = logging.getLogger("croupier.rewards")
+
+WriteFn = Callable[[list[list[RewardItem]]], Awaitable[list[Outcome]]]
+
+
+class RewardBuffer:
+    """Collects reward requests and commits them in groups."""
+
+    def __init__(self, write: WriteFn, *, batch_max_items: int) -> None:
+        self._write = write
+        self._batch_max = batch_max_items
+        self._pending: list[tuple[list[RewardItem], asyncio.Future[Outcome]]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.committed_items = 0
+        self.batches = 0
+
+    def start(self) -> None:
+        """Start the flush task."""
+        self._task = asyncio.create_task(self._run(), name="croupier-reward-group-commit")
+
+    async def submit(self, items: list[RewardItem]) -> Outcome:
+        """Queue one request's items; returns after they are committed (or refused)."""
+        if self._closing:
+            raise Unavailable("The server is shutting down; retry the request.")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((items, future))
+        self._wake.set()
+        return await future
+
+    def _take(self) -> list[tuple[list[RewardItem], asyncio.Future[Outcome]]]:
+        taken: list[tuple[list[RewardItem], asyncio.Future[Outcome]]] = []
+        size = 0
+        while self._pending and (not taken or size + len(self._pending[0][0]) <= self._batch_max):
+            entry = self._pending.pop(0)
+            taken.append(entry)
+            size += len(entry[0])
+        return taken
+
+    async def _flush(self, group: list[tuple[list[RewardItem], asyncio.Future[Outcome]]]) -> None:
+        try:
+            outcomes = await self._write([items for items, _ in group])
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("reward commit failed, database unavailable: %s", exc)
+            for _, fut in group:
+                if not fut.done():
+                    fut.set_exception(
+                        Unavailable(
+                            "The database is unavailable, nothing was written; "
+                            "retry after the Retry-After delay."
+                        )
+                    )
+            return
+        except Exception as exc:
+            logger.exception("reward commit failed")
+            for _, fut in group:
+                if not fut.done():
+                    fut.set_exception(
+                        Unavailable(f"The rewards could not be committed ({exc}); retry shortly.")
+                    )
+            return
+        self.batches += 1
+        for (items, fut), outcome in zip(group, outcomes, strict=True):
+            self.committed_items += len(items)
+            if not fut.done():
+                fut.set_result(outcome)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                await self._flush(self._take())
+            if self._closing:
+                return
+
+    async def stop(self) -> None:
+        """Refuse new requests and commit what is pending."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,43 @@
+"""The PostgreSQL connection pool and the errors that mean "the database is unavailable"."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+# Errors that mean PostgreSQL cannot be reached or is going away, as opposed to a bug or a
+# constraint violation. Requests that need the database answer 503 on these.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+)
+
+# Errors after which a transaction is simply retried.
+RETRY_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Open a pool; fails fast (10 s) if PostgreSQL cannot be reached."""
+    pool: Any = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        timeout=10,
+        max_inactive_connection_lifetime=300,
+    )
+    assert pool is not None
+    return pool  # type: ignore[no-any-return]

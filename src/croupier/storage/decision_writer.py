@@ -1,0 +1,123 @@
+"""Writes the decision log behind the hot path: COPY in batches, exposures in the same transaction.
+
+Sticky repeats share a decision_id; only the first stored row counts as an exposure, so
+`arm_stats` always equals a recount of `decisions`. `expected_exposures` adds, for every newly
+counted decision, the weight of every arm in the allocation the decision was made under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import asyncpg
+
+from croupier.decision.exposure import DecisionEvent, DecisionLog
+from croupier.storage.db import RETRY_ERRORS, UNAVAILABLE_ERRORS
+from croupier.storage.queries import Q
+
+logger = logging.getLogger("croupier.decisions")
+
+
+async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> int:
+    """Store one batch and add its exposures to the statistics; returns rows newly stored."""
+    records = [
+        (e[0], e[1], e[2], e[3], e[4], e[5], e[6], datetime.fromtimestamp(e[7], UTC))
+        for e in events
+    ]
+    for attempt in range(5):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(Q["decision_stage_create"])
+                await conn.copy_records_to_table("decision_stage", records=records)
+                inserted = await conn.fetch(Q["decision_insert_from_stage"])
+                counted_ids = {r["decision_id"] for r in inserted if r["counted"]}
+                exposures: dict[tuple[int, int], int] = defaultdict(int)
+                expected: dict[tuple[int, int], float] = defaultdict(float)
+                for e in events:
+                    if e[0] not in counted_ids:
+                        continue
+                    counted_ids.discard(e[0])  # a repeated id in this batch counts once
+                    exposures[(e[1], e[2])] += 1
+                    for arm, weight in enumerate(e[8]):
+                        expected[(e[1], arm)] += weight
+                if expected:
+                    keys = sorted(expected)
+                    await conn.execute(
+                        Q["arm_stats_add"],
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        [exposures.get(k, 0) for k in keys],
+                        [expected[k] for k in keys],
+                    )
+                return len(inserted)
+        except RETRY_ERRORS:
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise RuntimeError("decision batch kept deadlocking; giving up after 5 attempts")
+
+
+class DecisionWriter:
+    """Owns the flush task of one process's decision log."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, log: DecisionLog, *, flush_interval_ms: int, batch_max: int
+    ) -> None:
+        self.pool = pool
+        self.log = log
+        self.flush_interval_s = flush_interval_ms / 1000
+        self.batch_max = batch_max
+        self.written = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the flush loop."""
+        self._task = asyncio.create_task(self._run(), name="croupier-decision-writer")
+
+    async def flush_once(self) -> bool:
+        """Write everything buffered now; False if PostgreSQL is unavailable."""
+        while len(self.log):
+            batch = self.log.take(self.batch_max)
+            try:
+                self.written += await write_decisions(self.pool, batch)
+                if self.last_error is not None:
+                    logger.info("decision log writes resumed (%s buffered)", len(self.log))
+                    self.last_error = None
+            except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError, RuntimeError) as exc:
+                self.log.put_back(batch)
+                self.failures += 1
+                if self.last_error is None:
+                    logger.error(
+                        "decision log write failed (%s); buffering up to %s events, "
+                        "dropped so far: %s",
+                        exc, self.log.max_events, self.log.dropped,
+                    )
+                self.last_error = str(exc)
+                return False
+        return True
+
+    async def _run(self) -> None:
+        backoff = self.flush_interval_s
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+            ok = await self.flush_once()
+            backoff = self.flush_interval_s if ok else min(max(backoff * 2, 0.2), 2.0)
+
+    async def stop(self, *, timeout_s: float = 10.0) -> None:
+        """Stop the loop and flush what is left (bounded)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        try:
+            async with asyncio.timeout(timeout_s):
+                while len(self.log) and await self.flush_once() is False:
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            logger.error("shutdown: %s decision events could not be written", len(self.log))

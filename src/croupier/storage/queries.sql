@@ -1,0 +1,220 @@
+-- Named queries. Each starts with `-- name: <name>`; storage/queries.py loads them once.
+
+-- name: secret_get
+SELECT secret FROM server_secret WHERE id = 1;
+
+-- name: secret_init
+INSERT INTO server_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING;
+
+-- name: change_version
+SELECT last_value FROM change_version;
+
+-- name: experiment_versions
+SELECT id, key, version FROM experiments;
+
+-- name: policy_rows
+-- Everything a process needs to decide for the given experiments (NULL = all).
+SELECT e.id, e.key, e.version, e.status, e.ended_status, e.policy, e.sticky, e.salt,
+       e.winner_index, e.settings::text AS settings,
+       a.id AS allocation_id, a.weights
+FROM experiments e
+JOIN LATERAL (
+    SELECT id, weights FROM allocations WHERE experiment_id = e.id ORDER BY id DESC LIMIT 1
+) a ON true
+WHERE $1::int[] IS NULL OR e.id = ANY($1::int[]);
+
+-- name: experiment_insert
+INSERT INTO experiments (key, name, description, policy, sticky, salt, settings, stage_index)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
+RETURNING id;
+
+-- name: arm_insert_many
+INSERT INTO arms (experiment_id, arm_index, key, config, control)
+SELECT $1, i - 1, k, c::jsonb, ctl
+FROM unnest($2::text[], $3::text[], $4::boolean[]) WITH ORDINALITY AS t(k, c, ctl, i);
+
+-- name: arm_stats_init
+INSERT INTO arm_stats (experiment_id, arm_index)
+SELECT $1, g FROM generate_series(0, $2 - 1) AS g
+ON CONFLICT DO NOTHING;
+
+-- name: metric_stats_init
+INSERT INTO metric_stats (experiment_id, arm_index, metric)
+SELECT $1, g, m FROM generate_series(0, $2 - 1) AS g, unnest($3::text[]) AS m
+ON CONFLICT DO NOTHING;
+
+-- name: stats_reset
+-- Used when a draft's arms or metrics are redefined: no events can exist yet in draft
+-- except non-counted ones, which never touch the statistics.
+DELETE FROM arm_stats WHERE experiment_id = $1;
+
+-- name: metric_stats_reset
+DELETE FROM metric_stats WHERE experiment_id = $1;
+
+-- name: arms_delete
+DELETE FROM arms WHERE experiment_id = $1;
+
+-- name: allocation_insert
+INSERT INTO allocations (experiment_id, weights, reason) VALUES ($1, $2::float8[], $3)
+RETURNING id, created_at;
+
+-- name: allocation_history
+SELECT created_at, weights, reason FROM allocations WHERE experiment_id = $1 ORDER BY id;
+
+-- name: allocation_current
+SELECT id, weights FROM allocations WHERE experiment_id = $1 ORDER BY id DESC LIMIT 1;
+
+-- name: experiment_get
+SELECT id, key, status, ended_status, policy, sticky, salt, winner_index, stage_index,
+       stage_started_at, status_reason, settings::text AS settings, version,
+       created_at, updated_at, started_at, ended_at
+FROM experiments WHERE key = $1;
+
+-- name: experiment_get_for_update
+SELECT id, key, status, ended_status, policy, sticky, salt, winner_index, stage_index,
+       stage_started_at, status_reason, settings::text AS settings, version,
+       created_at, updated_at, started_at, ended_at
+FROM experiments WHERE key = $1 FOR UPDATE;
+
+-- name: experiment_list
+SELECT e.id, e.key, e.status, e.ended_status, e.policy, e.sticky, e.salt, e.winner_index,
+       e.stage_index, e.stage_started_at, e.status_reason, e.settings::text AS settings,
+       e.version, e.created_at, e.updated_at, e.started_at, e.ended_at
+FROM experiments e
+WHERE $1::text IS NULL OR e.status = $1
+ORDER BY e.id;
+
+-- name: current_weights_many
+SELECT DISTINCT ON (experiment_id) experiment_id, weights
+FROM allocations WHERE experiment_id = ANY($1::int[])
+ORDER BY experiment_id, id DESC;
+
+-- name: experiment_update_definition
+UPDATE experiments
+SET name = $2, description = $3, policy = $4, sticky = $5, settings = $6::jsonb,
+    version = nextval('change_version'), updated_at = now()
+WHERE id = $1;
+
+-- name: experiment_set_status
+UPDATE experiments
+SET status = $2, ended_status = $3, winner_index = $4, status_reason = $5,
+    started_at = CASE WHEN $2 = 'running' AND started_at IS NULL THEN now() ELSE started_at END,
+    stage_started_at = CASE WHEN $2 = 'running' AND stage_started_at IS NULL THEN now()
+                            ELSE stage_started_at END,
+    ended_at = CASE WHEN $2 IN ('completed', 'rolled_back') THEN now() ELSE ended_at END,
+    version = nextval('change_version'), updated_at = now()
+WHERE id = $1;
+
+-- name: experiment_touch
+UPDATE experiments SET version = nextval('change_version'), updated_at = now() WHERE id = $1;
+
+-- name: experiment_delete
+DELETE FROM experiments WHERE id = $1;
+
+-- name: audit_insert
+INSERT INTO audit_log (actor, experiment_key, action, details) VALUES ($1, $2, $3, $4::jsonb);
+
+-- name: audit_list
+SELECT id, at, actor, experiment_key, action, details::text AS details
+FROM audit_log
+WHERE ($1::text IS NULL OR experiment_key = $1)
+ORDER BY id DESC
+LIMIT $2;
+
+-- name: stats_arms
+SELECT arm_index, exposures, expected_exposures FROM arm_stats
+WHERE experiment_id = $1 ORDER BY arm_index;
+
+-- name: stats_metrics
+SELECT metric, arm_index, n, sum, sum_sq FROM metric_stats
+WHERE experiment_id = $1 ORDER BY metric, arm_index;
+
+-- name: recount_arms
+-- A full recount of exposures from the decision log (the oracle for arm_stats).
+SELECT arm_index, count(*) AS exposures FROM decisions
+WHERE experiment_id = $1 AND counted GROUP BY arm_index ORDER BY arm_index;
+
+-- name: recount_metrics
+SELECT metric, arm_index, count(*) AS n, sum(value) AS sum, sum(value * value) AS sum_sq
+FROM rewards WHERE experiment_id = $1 AND counted
+GROUP BY metric, arm_index ORDER BY metric, arm_index;
+
+-- name: decision_stage_create
+CREATE TEMP TABLE IF NOT EXISTS decision_stage (
+    decision_id text, experiment_id integer, arm_index smallint, allocation_id bigint,
+    unit_id text, counted boolean, reason text, decided_at timestamptz
+) ON COMMIT DELETE ROWS;
+
+-- name: decision_insert_from_stage
+-- Sticky repeats share a decision_id: only the first row is stored and counted. Decisions of
+-- experiments deleted meanwhile are dropped.
+INSERT INTO decisions
+SELECT DISTINCT ON (s.decision_id) s.*
+FROM decision_stage s
+WHERE EXISTS (SELECT 1 FROM experiments e WHERE e.id = s.experiment_id)
+ORDER BY s.decision_id, s.decided_at
+ON CONFLICT (decision_id) DO NOTHING
+RETURNING decision_id, counted;
+
+-- name: arm_stats_add
+UPDATE arm_stats s
+SET exposures = s.exposures + v.n, expected_exposures = s.expected_exposures + v.e
+FROM unnest($1::int[], $2::smallint[], $3::bigint[], $4::float8[]) AS v(experiment_id, arm_index, n, e)
+WHERE s.experiment_id = v.experiment_id AND s.arm_index = v.arm_index;
+
+-- name: reward_insert
+INSERT INTO rewards (decision_id, metric, experiment_id, arm_index, counted, value, idempotency_key)
+SELECT v.decision_id, v.metric, v.experiment_id, v.arm_index, v.counted, v.value, v.idem
+FROM unnest($1::text[], $2::text[], $3::int[], $4::smallint[], $5::boolean[], $6::float8[], $7::text[])
+     AS v(decision_id, metric, experiment_id, arm_index, counted, value, idem)
+WHERE EXISTS (SELECT 1 FROM experiments e WHERE e.id = v.experiment_id)
+ON CONFLICT (decision_id, metric) DO NOTHING
+RETURNING decision_id, metric;
+
+-- name: reward_existing
+SELECT r.decision_id, r.metric, r.value
+FROM rewards r
+JOIN unnest($1::text[], $2::text[]) AS v(decision_id, metric)
+  ON r.decision_id = v.decision_id AND r.metric = v.metric;
+
+-- name: reward_delete
+DELETE FROM rewards r
+USING unnest($1::text[], $2::text[]) AS v(decision_id, metric)
+WHERE r.decision_id = v.decision_id AND r.metric = v.metric;
+
+-- name: metric_stats_add
+UPDATE metric_stats s
+SET n = s.n + v.n, sum = s.sum + v.sum, sum_sq = s.sum_sq + v.sum_sq
+FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::float8[], $6::float8[])
+     AS v(experiment_id, metric, arm_index, n, sum, sum_sq)
+WHERE s.experiment_id = v.experiment_id AND s.metric = v.metric AND s.arm_index = v.arm_index;
+
+-- name: key_insert
+INSERT INTO api_keys (id, name, scope, secret_hash) VALUES ($1, $2, $3, $4);
+
+-- name: key_list
+SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at, id;
+
+-- name: key_revoke
+UPDATE api_keys SET revoked_at = now(), version = nextval('change_version')
+WHERE id = $1 AND revoked_at IS NULL
+RETURNING id;
+
+-- name: key_count
+SELECT count(*) FROM api_keys;
+
+-- name: key_all
+SELECT id, scope, secret_hash, revoked_at IS NOT NULL AS revoked FROM api_keys;
+
+-- name: experiments_existing
+SELECT id FROM experiments WHERE id = ANY($1::int[]);
+
+-- name: feed_fingerprint
+-- Changes whenever a committed experiment or API key row is inserted, updated or deleted.
+SELECT (SELECT count(*) FROM experiments) AS n_exp,
+       (SELECT coalesce(sum(version), 0) FROM experiments) AS sum_exp,
+       (SELECT count(*) FROM api_keys) AS n_keys,
+       (SELECT coalesce(sum(version), 0) FROM api_keys) AS sum_keys;
+
+-- name: change_version_next
+SELECT nextval('change_version');

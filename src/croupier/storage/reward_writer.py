@@ -1,0 +1,162 @@
+"""Commits reward batches (group commit): many requests, one transaction.
+
+Per request the outcome is all-or-nothing: every item is either newly written, an identical
+repeat of a stored value (duplicate), or the request is refused whole (409 on a conflicting
+value, 422 when its experiment was deleted meanwhile). Sufficient statistics are updated in
+the same transaction as the rewards they count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import asyncpg
+
+from croupier.storage.db import RETRY_ERRORS
+from croupier.storage.queries import Q
+
+
+class RewardItem(NamedTuple):
+    """One validated reward, attributed from its decision id."""
+
+    decision_id: str
+    metric: str
+    experiment_id: int
+    arm_index: int
+    counted: bool
+    value: float
+    idempotency_key: str | None
+    index: int  # position in its request, for error messages
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A request whose items are all durably stored (new or duplicate)."""
+
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request of which nothing was written."""
+
+    status: int  # 409 or 422
+    detail: str
+    index: int
+    field: str
+
+
+Outcome = Written | Refused
+
+
+class _Race(Exception):
+    """Another process wrote a conflicting value between our read and our insert; redo."""
+
+
+def _plan(
+    requests: list[list[RewardItem]],
+    stored: dict[tuple[str, str], float],
+    live_experiments: set[int],
+) -> tuple[list[Outcome | None], list[list[RewardItem]], list[int]]:
+    """Decide each request against stored values and earlier requests of the batch."""
+    state = dict(stored)
+    outcomes: list[Outcome | None] = []
+    new_items: list[list[RewardItem]] = []
+    duplicates: list[int] = []
+    for items in requests:
+        refused: Refused | None = None
+        local: dict[tuple[str, str], float] = {}
+        fresh: list[RewardItem] = []
+        dup = 0
+        for item in items:
+            if item.experiment_id not in live_experiments:
+                refused = Refused(
+                    422, f"Item {item.index}: the experiment of this decision was deleted.",
+                    item.index, "decision_id",
+                )
+                break
+            key = (item.decision_id, item.metric)
+            prior = local.get(key, state.get(key))
+            if prior is None:
+                local[key] = item.value
+                fresh.append(item)
+            elif prior == item.value:
+                dup += 1
+            else:
+                refused = Refused(
+                    409,
+                    f"Item {item.index}: decision {item.decision_id} already has {item.metric}"
+                    f"={prior!r}; a reward can be set once per decision and metric "
+                    f"(this request sent {item.value!r}).",
+                    item.index, "value",
+                )
+                break
+        if refused is not None:
+            outcomes.append(refused)
+            new_items.append([])
+            duplicates.append(0)
+            continue
+        state.update(local)
+        outcomes.append(None)
+        new_items.append(fresh)
+        duplicates.append(dup)
+    return outcomes, new_items, duplicates
+
+
+async def _attempt(conn: asyncpg.Connection, requests: list[list[RewardItem]]) -> list[Outcome]:
+    all_items = [it for items in requests for it in items]
+    keys = list({(it.decision_id, it.metric) for it in all_items})
+    rows = await conn.fetch(Q["reward_existing"], [k[0] for k in keys], [k[1] for k in keys])
+    stored = {(r["decision_id"], r["metric"]): r["value"] for r in rows}
+    exp_ids = list({it.experiment_id for it in all_items})
+    live = {
+        r["id"] for r in await conn.fetch(Q["experiments_existing"], exp_ids)
+    }
+    outcomes, new_items, duplicates = _plan(requests, stored, live)
+    fresh = [it for items in new_items for it in items]
+    if fresh:
+        inserted = await conn.fetch(
+            Q["reward_insert"],
+            [it.decision_id for it in fresh],
+            [it.metric for it in fresh],
+            [it.experiment_id for it in fresh],
+            [it.arm_index for it in fresh],
+            [it.counted for it in fresh],
+            [it.value for it in fresh],
+            [it.idempotency_key for it in fresh],
+        )
+        if len(inserted) != len(fresh):
+            raise _Race
+        agg: dict[tuple[int, str, int], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        for it in fresh:
+            if it.counted:
+                a = agg[(it.experiment_id, it.metric, it.arm_index)]
+                a[0] += 1
+                a[1] += it.value
+                a[2] += it.value * it.value
+        if agg:
+            ks = sorted(agg)
+            await conn.execute(
+                Q["metric_stats_add"],
+                [k[0] for k in ks], [k[1] for k in ks], [k[2] for k in ks],
+                [int(agg[k][0]) for k in ks], [agg[k][1] for k in ks], [agg[k][2] for k in ks],
+            )
+    final: list[Outcome] = []
+    for outcome, items, dup in zip(outcomes, new_items, duplicates, strict=True):
+        final.append(outcome if outcome is not None else Written(len(items), dup))
+    return final
+
+
+async def write_rewards(pool: asyncpg.Pool, requests: list[list[RewardItem]]) -> list[Outcome]:
+    """Commit a group of reward requests in one transaction (retried on races/deadlocks)."""
+    for attempt in range(8):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await _attempt(conn, requests)
+        except (_Race, *RETRY_ERRORS):
+            await asyncio.sleep(0.005 * (attempt + 1))
+    raise RuntimeError("reward batch kept racing with other writers; giving up after 8 attempts")
