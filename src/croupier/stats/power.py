@@ -97,11 +97,11 @@ def sample_size(
         root = z_alpha * math.sqrt(2.0 * p_bar * (1.0 - p_bar)) + z_beta * math.sqrt(
             p1 * (1.0 - p1) + p2 * (1.0 - p2)
         )
-        n = root * root / (delta * delta)
+        n = (root / delta) * (root / delta)
     else:
         if sd is None or sd <= 0.0:
             raise SampleSizeError("std must be given and positive for a continuous metric.")
-        n = 2.0 * (z_alpha + z_beta) ** 2 * sd * sd / (delta * delta)
+        n = 2.0 * (z_alpha + z_beta) ** 2 * (sd / delta) * (sd / delta)
     if not math.isfinite(n) or n > 1e15:
         raise SampleSizeError("The effect is too small relative to the noise to plan for.")
     per_arm = max(1, math.ceil(round(n, 9)))

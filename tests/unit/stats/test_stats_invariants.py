@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -102,7 +103,7 @@ def test_holm_is_at_least_raw_and_monotone_in_raw_order(p: list[float | None]) -
         assert adj is not None
         assert raw <= adj <= 1.0
     ordered = sorted(pairs, key=lambda t: t[0])
-    for (r1, a1), (r2, a2) in zip(ordered, ordered[1:], strict=False):
+    for (r1, a1), (r2, a2) in itertools.pairwise(ordered):
         assert a1 is not None
         assert a2 is not None
         if r1 < r2:
