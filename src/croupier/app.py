@@ -19,15 +19,16 @@ from litestar.openapi.spec import (
     Operation,
     PathItem,
     RequestBody,
-    Schema,
     SecurityScheme,
 )
 
 from croupier import __version__
-from croupier.admin.routes import ExperimentController, audit_log
+from croupier.admin.routes import REQUEST_BODIES, ExperimentController, audit_log
 from croupier.decision.routes import DECIDE_PATH, make_decide_route
+from croupier.decision.schemas import DecideRequest, DecideResponse
 from croupier.errors import error_to_response
 from croupier.ingest.routes import post_rewards
+from croupier.ingest.schemas import RewardBody
 from croupier.runtime import Runtime
 from croupier.settings import Settings
 
@@ -85,53 +86,67 @@ async def readyz(request: Request[Any, Any, Any]) -> Readiness:
     )
 
 
-def _decide_openapi() -> PathItem:
-    """The decide route is a lean ASGI handler; describe it for /schema by hand."""
-    request_schema = Schema(
-        type="object",  # type: ignore[arg-type]
-        required=["experiment", "unit_id"],
-        properties={
-            "experiment": Schema(type="string", max_length=64),  # type: ignore[arg-type]
-            "unit_id": Schema(type="string", min_length=1, max_length=256),  # type: ignore[arg-type]
-            "context": Schema(type="object", max_properties=64),  # type: ignore[arg-type]
-        },
-        additional_properties=False,
+def _document_bodies(app: Litestar) -> None:
+    """Describe in the OpenAPI document the bodies our lean routes decode themselves."""
+    schema = app.openapi_schema
+    bodies: dict[tuple[str, str], Any] = {
+        **REQUEST_BODIES,
+        ("/v1/rewards", "post"): RewardBody,
+        (DECIDE_PATH, "post"): DecideRequest,
+    }
+    types = [*bodies.values(), DecideResponse]
+    refs, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
     )
-    response_schema = Schema(
-        type="object",  # type: ignore[arg-type]
-        required=["decision_id", "experiment", "arm", "config", "propensity", "reason"],
-        properties={
-            "decision_id": Schema(type="string"),  # type: ignore[arg-type]
-            "experiment": Schema(type="string"),  # type: ignore[arg-type]
-            "arm": Schema(type="string"),  # type: ignore[arg-type]
-            "config": Schema(type="object"),  # type: ignore[arg-type]
-            "propensity": Schema(type="number"),  # type: ignore[arg-type]
-            "reason": Schema(
-                type="string",  # type: ignore[arg-type]
-                enum=["allocated", "sticky", "excluded", "paused", "completed", "rolled_back", "draft"],
-            ),
-        },
-    )
-    error = OpenAPIResponse(description="Error with `detail` (and `extra` for validation errors)")
-    return PathItem(
+    ref_of = dict(zip(types, refs, strict=True))
+    if schema.components is None:
+        schema.components = Components()
+    if schema.components.schemas is None:
+        schema.components.schemas = {}
+    schema.components.schemas.update(components)  # type: ignore[arg-type]
+    if schema.paths is None:
+        schema.paths = {}
+    error = OpenAPIResponse(description="Error: `status_code`, `detail` and, for validation, `extra`")
+    schema.paths[DECIDE_PATH] = PathItem(
         post=Operation(
             tags=["decisions"],
             summary="Decide which arm a unit gets",
-            description="The hot path: answered from the in-process snapshot.",
+            description="The hot path: answered from the in-process policy snapshot.",
             operation_id="Decide",
-            security=[{"bearer": []}],
-            request_body=RequestBody(
-                content={"application/json": OAMediaType(schema=request_schema)}, required=True
-            ),
             responses={
                 "200": OpenAPIResponse(
                     description="The decision",
-                    content={"application/json": OAMediaType(schema=response_schema)},
+                    content={"application/json": OAMediaType(schema=ref_of[DecideResponse])},
                 ),
-                "400": error, "401": error, "403": error, "404": error, "413": error, "422": error,
+                **{code: error for code in ("400", "401", "403", "404", "405", "413", "422")},
             },
         )
     )
+    for (path, method), body_type in bodies.items():
+        item = schema.paths.get(path)
+        operation = getattr(item, method, None) if item is not None else None
+        if operation is None:
+            raise RuntimeError(f"no {method.upper()} {path} to document")
+        operation.request_body = RequestBody(
+            content={"application/json": OAMediaType(schema=ref_of[body_type])},
+            required=path != "/v1/experiments/{key}/stop",
+        )
+        responses = operation.responses or {}
+        for code in ("400", "401", "403", "413", "422"):
+            responses.setdefault(code, error)
+        operation.responses = responses
+
+
+@get("/schema", tags=["operations"], summary="OpenAPI document", include_in_schema=False)
+async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (also at /schema/openapi.json; rendered docs at /docs)."""
+    return request.app.openapi_schema.to_schema()
+
+
+@get("/schema/openapi.json", include_in_schema=False)
+async def openapi_json_file(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The OpenAPI document under its conventional file name."""
+    return request.app.openapi_schema.to_schema()
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -148,7 +163,10 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[decide_route, post_rewards, ExperimentController, audit_log, healthz, readyz],
+        route_handlers=[
+            decide_route, post_rewards, ExperimentController, audit_log, healthz, readyz,
+            openapi_json, openapi_json_file,
+        ],
         lifespan=[lifespan],
         exception_handlers={Exception: error_to_response},
         request_max_body_size=settings.max_body_bytes,
@@ -156,7 +174,7 @@ def create_app(settings: Settings) -> Litestar:
             title="Croupier",
             version=__version__,
             description="Async multi-armed-bandit and experimentation server.",
-            path="/schema",
+            path="/docs",
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
@@ -168,9 +186,7 @@ def create_app(settings: Settings) -> Litestar:
     )
     app.state.runtime = runtime
     app.state.settings = settings
-    schema = app.openapi_schema
-    if schema.paths is not None:
-        schema.paths[DECIDE_PATH] = _decide_openapi()
+    _document_bodies(app)
     return app
 
 

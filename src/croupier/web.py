@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from croupier.auth import AUTH_MESSAGES, AuthResult, Scope
-from croupier.errors import Forbidden, Unauthorized
+from croupier.errors import BadRequest, Forbidden, Invalid, Unauthorized, field_error
+
+T = TypeVar("T")
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 
@@ -33,3 +38,39 @@ def actor_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The audit actor of an authenticated request."""
     key_id = getattr(connection.state, "key_id", None)
     return f"key:{key_id}" if key_id else "anonymous"
+
+
+_PATH = re.compile(r" - at `\$(.*)`$")
+
+
+def split_error(message: str) -> tuple[str, str]:
+    """msgspec's "Expected `int`, got `str` - at `$.arms[0].weight`" → (path, reason)."""
+    match = _PATH.search(message)
+    if not match:
+        return "", message
+    path = match.group(1).lstrip(".")
+    return path, message[: match.start()]
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[T], *, example: str) -> T:
+    """Strictly decode a request body; 400 for broken JSON, 422 naming the field otherwise."""
+    if not body.strip():
+        raise BadRequest(f"The request body is empty; send a JSON body like {example}.")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        path, reason = split_error(str(exc))
+        index: int | None = None
+        field = path
+        m = re.match(r"^\[(\d+)\]\.?(.*)$", path)
+        if m:
+            index, field = int(m.group(1)), m.group(2)
+        extra = field_error(field, reason) | ({"index": index} if index is not None else {})
+        where = f"item {index}" + (f", field `{field}`" if field else "") if index is not None else (
+            f"field `{field}`" if field else "body"
+        )
+        raise Invalid(f"Invalid request at {where}: {reason}.", extra=[extra]) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(
+            f"The request body is not valid JSON ({exc}); send a JSON body like {example}."
+        ) from None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
+
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.params import JSONBody, Parameter
+from litestar.params import Parameter
 
 from croupier.admin.schemas import (
     AllocationOut,
@@ -17,7 +19,22 @@ from croupier.admin.schemas import (
 )
 from croupier.admin.service import ExperimentService
 from croupier.optimizer.analysis import read_raw_stats, results_body
-from croupier.web import actor_of, require_scope
+from croupier.web import actor_of, decode_json, require_scope
+
+
+_create = msgspec.json.Decoder(ExperimentCreate)
+_patch = msgspec.json.Decoder(ExperimentPatch)
+_stop = msgspec.json.Decoder(StopRequest)
+_CREATE_EXAMPLE = (
+    '{"key": "my-exp", "policy": "thompson", "arms": [{"key": "a", "control": true}, {"key": "b"}]}'
+)
+
+# request bodies these routes decode themselves (strictly); documented in /schema by app.py
+REQUEST_BODIES: dict[tuple[str, str], Any] = {
+    ("/v1/experiments", "post"): ExperimentCreate,
+    ("/v1/experiments/{key}", "patch"): ExperimentPatch,
+    ("/v1/experiments/{key}/stop", "post"): StopRequest,
+}
 
 
 def _service(request: Request[Any, Any, Any]) -> ExperimentService:
@@ -35,8 +52,9 @@ class ExperimentController(Controller):
     tags = ["experiments"]
 
     @post("/", status_code=201, summary="Create an experiment (status draft)")
-    async def create(self, request: Request[Any, Any, Any], data: JSONBody[ExperimentCreate]) -> ExperimentOut:
+    async def create(self, request: Request[Any, Any, Any]) -> ExperimentOut:
         """Create a draft experiment."""
+        data = decode_json(await request.body(), _create, example=_CREATE_EXAMPLE)
         return await _service(request).create(data, actor_of(request))
 
     @get("/", summary="List experiments")
@@ -54,10 +72,9 @@ class ExperimentController(Controller):
         return await _service(request).get(key)
 
     @patch("/{key:str}", summary="Update an experiment")
-    async def update(
-        self, request: Request[Any, Any, Any], key: KeyPath, data: JSONBody[ExperimentPatch]
-    ) -> ExperimentOut:
+    async def update(self, request: Request[Any, Any, Any], key: KeyPath) -> ExperimentOut:
         """Change fields; arms, metrics, policy, sticky and stages only in draft."""
+        data = decode_json(await request.body(), _patch, example='{"name": "new name"}')
         return await _service(request).patch(key, data, actor_of(request))
 
     @delete("/{key:str}", status_code=204, summary="Delete an experiment")
@@ -81,11 +98,12 @@ class ExperimentController(Controller):
         return await _service(request).transition(key, "resume", actor_of(request))
 
     @post("/{key:str}/stop", status_code=200, summary="running|paused → completed")
-    async def stop(
-        self, request: Request[Any, Any, Any], key: KeyPath, data: JSONBody[StopRequest | None] = None
-    ) -> ExperimentOut:
+    async def stop(self, request: Request[Any, Any, Any], key: KeyPath) -> ExperimentOut:
         """Stop and serve the winner (or the control) to everyone."""
-        winner = data.winner if data is not None else None
+        body = await request.body()
+        winner = None
+        if body.strip():
+            winner = decode_json(body, _stop, example='{"winner": "<arm key>"}').winner
         return await _service(request).transition(key, "stop", actor_of(request), winner=winner)
 
     @post("/{key:str}/rollback", status_code=200, summary="running|paused → rolled_back")

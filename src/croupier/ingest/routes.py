@@ -4,18 +4,23 @@ commit through the group-commit buffer, answer 202 only after commit."""
 from __future__ import annotations
 
 import math
+
+import msgspec
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, post
-from litestar.params import JSONBody
 
 from croupier.errors import Conflict, Invalid, field_error
 from croupier.ingest.schemas import RewardBody, RewardIn, RewardsAccepted
 from croupier.storage.reward_writer import Refused, RewardItem, Written
-from croupier.web import require_scope
+from croupier.web import decode_json, require_scope
 
 if TYPE_CHECKING:
     from croupier.runtime import Runtime
+
+
+_decoder = msgspec.json.Decoder(RewardBody)
+_EXAMPLE = '{"decision_id": "<from /v1/decide>", "value": 1} or a list of up to 1000 of them'
 
 
 def _invalid(index: int, field: str, message: str) -> Invalid:
@@ -76,9 +81,10 @@ async def _validate(rt: Runtime, items: list[RewardIn]) -> list[RewardItem]:
         "different value is refused with 409. One bad item rejects the whole list."
     ),
 )
-async def post_rewards(request: Request[Any, Any, Any], data: JSONBody[RewardBody]) -> RewardsAccepted:
+async def post_rewards(request: Request[Any, Any, Any]) -> RewardsAccepted:
     """Validate, attribute and commit rewards."""
     rt: Runtime = request.app.state.runtime
+    data = decode_json(await request.body(), _decoder, example=_EXAMPLE)
     items = [data] if isinstance(data, RewardIn) else data
     prepared = await _validate(rt, items)
     outcome = await rt.rewards.submit(prepared)

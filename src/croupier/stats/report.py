@@ -310,19 +310,16 @@ def analyze(
         diff = None if m_i is None or m_c is None else m_i - m_c
         n_i, n_c = round(t.n[i]), round(t.n[c])
         test = None
-        seq_var: float | None = None
         if metric_type == "binary":
             test = two_proportion_test(float(sums_a[i]), n_i, float(sums_a[c]), n_c, alpha=alpha)
-            if n_i > 0 and n_c > 0:
-                pooled = min(1.0, max(0.0, float(sums_a[i] + sums_a[c]) / (n_i + n_c)))
-                seq_var = pooled * (1.0 - pooled) * (1.0 / n_i + 1.0 / n_c)
         else:
             s_i, s_c = t.std[i], t.std[c]
             if m_i is not None and m_c is not None and s_i is not None and s_c is not None:
                 test = welch_test(m_i, s_i, n_i, m_c, s_c, n_c, alpha=alpha)
-            v_i, v_c = t.var_of_mean[i], t.var_of_mean[c]
-            if v_i is not None and v_c is not None:
-                seq_var = v_i + v_c
+        terms = sequential.difference_terms(
+            metric_type, t.n[i], sums_a[i], sums_sq_a[i], t.n[c], sums_a[c], sums_sq_a[c]
+        )
+        seq_var = _finite(float(terms.variance))
         state, p_seq = sequential.update(
             states[i], estimate=diff, variance=seq_var, n_arm=n_i, n_control=n_c
         )
@@ -364,26 +361,6 @@ def analyze(
     )
 
 
-def _guardrail_terms(
-    metric_type: MetricType,
-    n: float,
-    s: float,
-    mean: float | None,
-    var_of_mean: float | None,
-) -> float | None:
-    """Variance of one arm's mean as used by the guardrail test.
-
-    Binary metrics use the Agresti–Caffo adjusted proportion (one success and one failure
-    added) so that arms with all-0 or all-1 outcomes still have a positive variance.
-    """
-    if mean is None:
-        return None
-    if metric_type == "binary":
-        p = (s + 1.0) / (n + 2.0)
-        return p * (1.0 - p) / (n + 2.0)
-    return var_of_mean
-
-
 def guardrail(
     *,
     metric_type: MetricType,
@@ -423,7 +400,6 @@ def guardrail(
     sums_sq_a = _as_array("sums_sq", sums_sq, k)
     states = _states(sequential_states, k)
     t = _totals(metric_type, count_a, count_a, sums_a, sums_sq_a)
-    sign = 1.0 if direction == "maximize" else -1.0
     c = control
     out: list[GuardrailCheck] = []
     for i in range(k):
@@ -431,30 +407,31 @@ def guardrail(
             continue
         m_i, m_c = t.mean[i], t.mean[c]
         n_i, n_c = round(t.n[i]), round(t.n[c])
-        v_i = _guardrail_terms(metric_type, t.n[i], sums_a[i], m_i, t.var_of_mean[i])
-        v_c = _guardrail_terms(metric_type, t.n[c], sums_a[c], m_c, t.var_of_mean[c])
         diff = None if m_i is None or m_c is None else m_i - m_c
-        harm: float | None = None
-        var: float | None = None
-        df: float | None = None
-        if m_i is not None and m_c is not None and v_i is not None and v_c is not None:
-            if max_relative_degradation is not None:
-                r = max_relative_degradation * (1.0 if m_c >= 0 else -1.0)
-                k_c = 1.0 - sign * r
-                harm = sign * (k_c * m_c - m_i)
-            else:
-                k_c = 1.0
-                harm = sign * (m_c - m_i) - (max_degradation or 0.0)
-            w_c = k_c * k_c * v_c
-            var = v_i + w_c
-            if metric_type == "continuous" and var > 0.0:
-                df = var * var / (v_i * v_i / max(n_i - 1, 1) + w_c * w_c / max(n_c - 1, 1))
+        terms = sequential.degradation_terms(
+            metric_type,
+            direction,
+            t.n[i],
+            sums_a[i],
+            sums_sq_a[i],
+            t.n[c],
+            sums_a[c],
+            sums_sq_a[c],
+            max_degradation=max_degradation,
+            max_relative_degradation=max_relative_degradation,
+        )
+        harm = _finite(float(terms.estimate))
+        v_i, w_c = _finite(float(terms.var_arm)), _finite(float(terms.var_control))
+        var = None if v_i is None or w_c is None else v_i + w_c
         p_value: float | None = None
-        if harm is not None and var is not None:
+        if harm is not None and v_i is not None and w_c is not None and var is not None:
             if var > 0.0:
                 z = harm / math.sqrt(var)
-                p = sps.norm.sf(z) if df is None else sps.t.sf(z, df)
-                p_value = min(1.0, max(0.0, float(p)))
+                if metric_type == "continuous":
+                    df = var * var / (v_i * v_i / max(n_i - 1, 1) + w_c * w_c / max(n_c - 1, 1))
+                    p_value = min(1.0, max(0.0, float(sps.t.sf(z, df))))
+                else:
+                    p_value = min(1.0, max(0.0, float(sps.norm.sf(z))))
             else:
                 p_value = 0.0 if harm > 0.0 else 1.0
         state, p_seq = sequential.update(

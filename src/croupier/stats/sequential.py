@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from croupier.stats.sufficient import FloatArray
+from croupier.stats.sufficient import FloatArray, safe_divide, sample_variances
 
 DEFAULT_MIXING_EFFECT = 0.1
 """φ: mixing standard deviation τ in units of the per-observation standard deviation."""
@@ -144,3 +144,106 @@ def update(
     )
     p = min(previous, p_look) if math.isfinite(p_look) else previous
     return SequentialState(p), p
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonTerms:
+    """Estimate and variance components of one arm-vs-control contrast (vectorised).
+
+    Attributes:
+        estimate: the contrast's point estimate; NaN where undefined.
+        var_arm: the arm's contribution to the estimate's variance; NaN where undefined.
+        var_control: the control's contribution (already multiplied by the contrast's squared
+            coefficient); NaN where undefined.
+    """
+
+    estimate: FloatArray
+    var_arm: FloatArray
+    var_control: FloatArray
+
+    @property
+    def variance(self) -> FloatArray:
+        """Variance of the estimate: var_arm + var_control."""
+        return np.asarray(self.var_arm + self.var_control, dtype=np.float64)
+
+
+def _mean_var(
+    n: npt.ArrayLike, s: npt.ArrayLike, ss: npt.ArrayLike, *, binary: bool
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(n, mean, variance of one observation) per element; NaN where undefined."""
+    n_a = np.asarray(n, dtype=np.float64)
+    s_a = np.asarray(s, dtype=np.float64)
+    mean = safe_divide(s_a, n_a)
+    if binary:
+        mean = np.clip(mean, 0.0, 1.0)
+        return n_a, mean, mean * (1.0 - mean)
+    return n_a, mean, sample_variances(n_a, s_a, ss)
+
+
+def difference_terms(
+    metric_type: str,
+    n_arm: npt.ArrayLike,
+    sum_arm: npt.ArrayLike,
+    sum_sq_arm: npt.ArrayLike,
+    n_control: npt.ArrayLike,
+    sum_control: npt.ArrayLike,
+    sum_sq_control: npt.ArrayLike,
+) -> ComparisonTerms:
+    """Terms of the two-sided primary test of arm − control from running totals.
+
+    Binary metrics use the pooled proportion for the variance (the null is "no difference",
+    and the pooled estimate is the better-behaved one with few conversions); continuous
+    metrics use the unpooled sample variances (Welch).
+    """
+    binary = metric_type == "binary"
+    na, ma, va = _mean_var(n_arm, sum_arm, sum_sq_arm, binary=binary)
+    nc, mc, vc = _mean_var(n_control, sum_control, sum_sq_control, binary=binary)
+    if binary:
+        pooled = np.clip(
+            safe_divide(np.add(sum_arm, sum_control, dtype=np.float64), na + nc), 0.0, 1.0
+        )
+        va = vc = pooled * (1.0 - pooled)
+    return ComparisonTerms(ma - mc, safe_divide(va, na), safe_divide(vc, nc))
+
+
+def degradation_terms(
+    metric_type: str,
+    direction: str,
+    n_arm: npt.ArrayLike,
+    sum_arm: npt.ArrayLike,
+    sum_sq_arm: npt.ArrayLike,
+    n_control: npt.ArrayLike,
+    sum_control: npt.ArrayLike,
+    sum_sq_control: npt.ArrayLike,
+    *,
+    max_degradation: float | None = None,
+    max_relative_degradation: float | None = None,
+) -> ComparisonTerms:
+    """Terms of the one-sided guardrail test: the excess harm h beyond the tolerance.
+
+    Worse means lower when maximizing and higher when minimizing. Absolute tolerance m:
+    h = ±(control − arm) − m. Relative tolerance r (taken relative to |control mean|):
+    h = (1 − r)·control − arm when maximizing, arm − (1 + r)·control when minimizing; the
+    control's variance is scaled by the squared coefficient. A guardrail is breached when
+    H0: h ≤ 0 is rejected. Binary variances use the Agresti–Caffo adjusted proportion (one
+    success and one failure added) so all-0 or all-1 arms still carry a positive variance.
+    """
+    binary = metric_type == "binary"
+    na, ma, va = _mean_var(n_arm, sum_arm, sum_sq_arm, binary=binary)
+    nc, mc, vc = _mean_var(n_control, sum_control, sum_sq_control, binary=binary)
+    if binary:
+        pa = (np.asarray(sum_arm, dtype=np.float64) + 1.0) / (na + 2.0)
+        pc = (np.asarray(sum_control, dtype=np.float64) + 1.0) / (nc + 2.0)
+        var_a = np.where(na > 0, pa * (1.0 - pa) / (na + 2.0), np.nan)
+        var_c = np.where(nc > 0, pc * (1.0 - pc) / (nc + 2.0), np.nan)
+    else:
+        var_a, var_c = safe_divide(va, na), safe_divide(vc, nc)
+    sign = 1.0 if direction == "maximize" else -1.0
+    if max_relative_degradation is not None:
+        r = max_relative_degradation * np.where(mc < 0.0, -1.0, 1.0)
+        coef = 1.0 - sign * r
+        harm = sign * (coef * mc - ma)
+    else:
+        coef = np.ones_like(mc)
+        harm = sign * (mc - ma) - (max_degradation or 0.0)
+    return ComparisonTerms(harm, var_a, coef * coef * var_c)

@@ -1,0 +1,284 @@
+"""The `croupier` command: serve | migrate | keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import asyncpg
+import click
+
+from croupier.settings import Settings
+
+logger = logging.getLogger("croupier.cli")
+
+
+def _settings(**flags: Any) -> Settings:
+    """Environment first, then the flags given on the command line."""
+    settings = Settings.from_env()
+    changes = {k: v for k, v in flags.items() if v is not None}
+    return settings.replace(**changes) if changes else settings
+
+
+@contextlib.contextmanager
+def _services(settings: Settings) -> Iterator[Settings]:
+    """Settings with both URLs filled in, starting the embedded servers when a URL is missing.
+
+    Embedded servers started here are stopped on exit; servers already running for the same
+    data dir (a `serve` in another shell) are reused and left running.
+    """
+    if not settings.uses_embedded:
+        yield settings
+        return
+    from croupier.storage.embedded import EmbeddedServices
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded = EmbeddedServices(settings.data_dir, log=lambda m: logger.info("%s", m))
+    urls = embedded.start()
+    try:
+        yield settings.replace(
+            database_url=settings.database_url or urls.database_url,
+            redis_url=settings.redis_url or urls.redis_url,
+        )
+    finally:
+        embedded.stop()
+
+
+async def _migrate(dsn: str) -> list[str]:
+    from croupier.storage.migrate import migrate_url
+
+    return await migrate_url(dsn)
+
+
+async def _bootstrap_admin_key(dsn: str) -> str | None:
+    """On an empty key table, create an admin key and return it (shown once)."""
+    from croupier.storage.keys import count_keys, create_key
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE api_keys IN EXCLUSIVE MODE")
+            if await count_keys(conn):
+                return None
+            _, key = await create_key(conn, "admin", "bootstrap admin")
+            return key
+    finally:
+        await conn.close()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+_common = [
+    click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                 help="Embedded PostgreSQL/Redis data (env CROUPIER_DATA_DIR, default ./.croupier)."),
+    click.option("--database-url", default=None,
+                 help="External PostgreSQL URL (env CROUPIER_DATABASE_URL)."),
+    click.option("--redis-url", default=None, help="External Redis URL (env CROUPIER_REDIS_URL)."),
+]
+
+
+def common_options(fn: Any) -> Any:
+    """--data-dir, --database-url, --redis-url."""
+    for option in reversed(_common):
+        fn = option(fn)
+    return fn
+
+
+@click.group()
+@click.version_option(package_name="croupier")
+def main() -> None:
+    """Croupier: an async multi-armed-bandit and experimentation server."""
+
+
+@main.command()
+@common_options
+@click.option("--host", default=None, help="Bind address (env CROUPIER_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (env CROUPIER_PORT, default 8000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (env CROUPIER_WORKERS).")
+def serve(
+    data_dir: Path | None, database_url: str | None, redis_url: str | None,
+    host: str | None, port: int | None, workers: int | None,
+) -> None:
+    """Migrate and serve; with no URLs, on embedded PostgreSQL and Redis under --data-dir."""
+    settings = _settings(
+        data_dir=data_dir, database_url=database_url, redis_url=redis_url, host=host, port=port,
+        workers=workers,
+    )
+    _setup_logging(settings.log_level)
+    stopping = {"signal": None}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Before the server takes over its signals, a SIGTERM must still stop what we started.
+        stopping["signal"] = signum  # type: ignore[assignment]
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with _services(settings) as ready:
+            assert ready.database_url is not None
+            applied = asyncio.run(_migrate(ready.database_url))
+            if applied:
+                click.echo(f"applied migrations: {', '.join(applied)}", err=True)
+            key = asyncio.run(_bootstrap_admin_key(ready.database_url))
+            if key is not None:
+                click.echo(
+                    "\nNo API keys existed, so an admin key was created. It is shown only this "
+                    f"once; keep it:\n\n    {key}\n",
+                    err=True,
+                )
+            _run_server(ready)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_server(settings: Settings) -> None:
+    """Run the ASGI server (granian) with workers that build the app from the environment."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    os.environ.update(settings.to_env())
+    click.echo(
+        f"Croupier serving on http://{settings.host}:{settings.port} "
+        f"({settings.workers} worker(s))",
+        err=True,
+    )
+    server = Granian(
+        "croupier.app:create_app_from_env",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+        backlog=2048,
+        workers_kill_timeout=30,
+    )
+    server.serve()
+
+
+@main.command()
+@common_options
+def migrate(data_dir: Path | None, database_url: str | None, redis_url: str | None) -> None:
+    """Apply pending database migrations."""
+    settings = _settings(data_dir=data_dir, database_url=database_url, redis_url=redis_url)
+    _setup_logging("WARNING")
+    with _services(settings) as ready:
+        assert ready.database_url is not None
+        applied = asyncio.run(_migrate(ready.database_url))
+    click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+async def _with_conn(dsn: str, fn: Any) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await _migrate_conn(conn)
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+async def _migrate_conn(conn: asyncpg.Connection) -> None:
+    from croupier.storage.migrate import migrate as run
+
+    await run(conn)
+
+
+async def _notify_keys_changed(settings: Settings) -> None:
+    """Tell running servers to reload keys at once (they also poll within a second)."""
+    import redis.asyncio as aioredis
+
+    from croupier.storage.redis_keys import RedisKeys
+    from croupier.storage.snapshot import publish_keys_changed
+
+    assert settings.redis_url is not None
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        await publish_keys_changed(client, RedisKeys(settings.redis_prefix))
+    finally:
+        await client.aclose()
+
+
+@keys.command("create")
+@common_options
+@click.option("--scope", type=click.Choice(["decide", "admin"]), required=True)
+@click.option("--name", default=None, help="A label to recognise the key by.")
+def keys_create(
+    data_dir: Path | None, database_url: str | None, redis_url: str | None, scope: str,
+    name: str | None,
+) -> None:
+    """Create a key; the key alone is printed on the last line of stdout."""
+    from croupier.storage.keys import create_key
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, redis_url=redis_url)
+    _setup_logging("WARNING")
+    with _services(settings) as ready:
+        assert ready.database_url is not None
+        key_id, key = asyncio.run(
+            _with_conn(ready.database_url, lambda c: create_key(c, scope, name))
+        )
+    click.echo(f"created {scope} key {key_id}" + (f" ({name})" if name else ""), err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+@common_options
+def keys_list(data_dir: Path | None, database_url: str | None, redis_url: str | None) -> None:
+    """List keys (ids, scopes, names; never secrets)."""
+    from croupier.storage.keys import list_keys
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, redis_url=redis_url)
+    _setup_logging("WARNING")
+    with _services(settings) as ready:
+        assert ready.database_url is not None
+        rows = asyncio.run(_with_conn(ready.database_url, list_keys))
+    click.echo(f"{'id':<14}{'scope':<8}{'created':<27}{'revoked':<27}name")
+    for r in rows:
+        revoked = r["revoked_at"].isoformat(timespec="seconds") if r["revoked_at"] else "-"
+        click.echo(
+            f"{r['id']:<14}{r['scope']:<8}{r['created_at'].isoformat(timespec='seconds'):<27}"
+            f"{revoked:<27}{r['name'] or ''}"
+        )
+
+
+@keys.command("revoke")
+@common_options
+@click.argument("key_id")
+def keys_revoke(
+    data_dir: Path | None, database_url: str | None, redis_url: str | None, key_id: str
+) -> None:
+    """Revoke a key by id; servers refuse it within a second."""
+    from croupier.storage.keys import revoke_key
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, redis_url=redis_url)
+    _setup_logging("WARNING")
+    with _services(settings) as ready:
+        assert ready.database_url is not None
+        done = asyncio.run(_with_conn(ready.database_url, lambda c: revoke_key(c, key_id)))
+        if done:
+            with contextlib.suppress(Exception):
+                asyncio.run(_notify_keys_changed(ready))
+    if not done:
+        click.echo(f"no active key with id {key_id!r}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked {key_id}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
