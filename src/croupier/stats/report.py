@@ -33,6 +33,7 @@ from croupier.stats.significance import (
     lift,
     t_interval,
     two_proportion_test,
+    welch_satterthwaite_df,
     welch_test,
     wilson_interval,
 )
@@ -428,7 +429,7 @@ def guardrail(
             if var > 0.0:
                 z = harm / math.sqrt(var)
                 if metric_type == "continuous":
-                    df = var * var / (v_i * v_i / max(n_i - 1, 1) + w_c * w_c / max(n_c - 1, 1))
+                    df = welch_satterthwaite_df(v_i, n_i, w_c, n_c)
                     p_value = min(1.0, max(0.0, float(sps.t.sf(z, df))))
                 else:
                     p_value = min(1.0, max(0.0, float(sps.norm.sf(z))))

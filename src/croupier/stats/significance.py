@@ -112,11 +112,22 @@ def welch_test(
     var = v_a + v_c
     if var <= 0.0:
         return DiffTest(diff=diff, diff_ci=(diff, diff), p_value=1.0 if diff == 0.0 else 0.0)
-    df = var * var / (v_a * v_a / (n_arm - 1) + v_c * v_c / (n_control - 1))
+    df = welch_satterthwaite_df(v_a, n_arm, v_c, n_control)
     se = math.sqrt(var)
     p_value = _clip01(2.0 * float(sps.t.sf(abs(diff) / se, df)))
     half = float(sps.t.isf(alpha / 2.0, df)) * se
     return DiffTest(diff=diff, diff_ci=(diff - half, diff + half), p_value=p_value)
+
+
+def welch_satterthwaite_df(var_a: float, n_a: int, var_c: float, n_c: int) -> float:
+    """Degrees of freedom (v_a + v_c)² / (v_a²/(n_a − 1) + v_c²/(n_c − 1)) of a Welch contrast.
+
+    ``var_a`` and ``var_c`` are variances of the two means (not both 0). Computed from the
+    shares v/(v_a + v_c), which is the same value but cannot underflow to 0/0.
+    """
+    total = var_a + var_c
+    share_a, share_c = var_a / total, var_c / total
+    return 1.0 / (share_a * share_a / max(n_a - 1, 1) + share_c * share_c / max(n_c - 1, 1))
 
 
 def lift(diff: float | None, control_mean: float | None) -> float | None:
