@@ -164,7 +164,6 @@ class _Totals:
     sums: FloatArray
     mean: list[float | None]
     std: list[float | None]
-    var_of_mean: list[float | None]
 
 
 def _as_array(name: str, values: npt.ArrayLike, k: int | None) -> FloatArray:
@@ -190,28 +189,23 @@ def _totals(
         raise StatsInputError("a binary metric's sum must be between 0 and the exposures.")
     mean: list[float | None] = []
     std: list[float | None] = []
-    var_of_mean: list[float | None] = []
     for n_i, s_i, ss_i in zip(n.tolist(), sums.tolist(), sums_sq.tolist(), strict=True):
         if n_i <= 0:
             mean.append(None)
             std.append(None)
-            var_of_mean.append(None)
             continue
         m = s_i / n_i
         if metric_type == "binary":
             m = min(1.0, max(0.0, m))
             v = m * (1.0 - m)
             std.append(math.sqrt(v))
-            var_of_mean.append(v / n_i)
         elif n_i >= 2:
             v = max(0.0, (ss_i - s_i * m) / (n_i - 1))
             std.append(math.sqrt(v))
-            var_of_mean.append(v / n_i)
         else:
             std.append(None)
-            var_of_mean.append(None)
         mean.append(m)
-    return _Totals(n=n, sums=sums, mean=mean, std=std, var_of_mean=var_of_mean)
+    return _Totals(n=n, sums=sums, mean=mean, std=std)
 
 
 def _finite(value: float | None) -> float | None:

@@ -1,5 +1,3 @@
-# Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
-# ruff: noqa: RUF002
 """Sufficient statistics: (n, sum, sum of squares) as frozen values that merge.
 
 Every statistic in Croupier is computed from these three running totals per arm and metric,
@@ -87,9 +85,3 @@ def sample_variances(
     centred = ss - s * safe_divide(s, n)
     var = safe_divide(centred, np.where(n >= 2, n - 1.0, 0.0))
     return np.where(np.isnan(var), np.nan, np.maximum(var, 0.0))
-
-
-def bernoulli_variances(count: npt.ArrayLike, sums: npt.ArrayLike) -> FloatArray:
-    """Per-arm p(1 − p) with p = sum / count; NaN where count is 0."""
-    p = means(count, sums)
-    return p * (1.0 - p)
