@@ -353,3 +353,52 @@ def test_analyze_never_reports_nan_or_inf(
     for check in checks:
         assert check.p_value is None or 0.0 <= check.p_value <= 1.0
         assert 0.0 <= check.sequential_p_value <= 1.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**6),
+            st.floats(-1e12, 1e12),
+            st.floats(0, 1e24),
+        ),
+        min_size=2,
+        max_size=5,
+    ),
+    st.sampled_from(["maximize", "minimize"]),
+)
+def test_analyze_is_finite_for_arbitrary_continuous_totals(
+    arms: list[tuple[int, float, float]], direction: str
+) -> None:
+    """Even inconsistent or extreme running totals give finite output or None, never NaN."""
+    counts = [a[0] for a in arms]
+    sums = [a[1] for a in arms]
+    sums_sq = [a[2] for a in arms]
+    report = analyze(
+        metric_type="continuous",
+        direction=direction,  # type: ignore[arg-type]
+        alpha=0.05,
+        control=0,
+        exposures=counts,
+        expected_exposures=counts,
+        count=counts,
+        sums=sums,
+        sums_sq=sums_sq,
+        sequential_states=None,
+        rng=np.random.default_rng(0),
+        draws=500,
+    )
+    assert _all_finite(report)
+    checks = guardrail(
+        metric_type="continuous",
+        direction=direction,  # type: ignore[arg-type]
+        alpha=0.05,
+        control=0,
+        count=counts,
+        sums=sums,
+        sums_sq=sums_sq,
+        sequential_states=None,
+        max_relative_degradation=0.05,
+    )
+    assert _all_finite(checks)
