@@ -2,8 +2,9 @@
 # ruff: noqa: RUF002
 """Always-valid p-values by the mixture sequential probability ratio test (mSPRT).
 
-Johari, Pekelis & Walsh (2017), "Always valid inference: continuous monitoring of A/B tests"
-(the "Peeking at A/B tests" paper). Let θ̂ be an estimate of the effect θ with variance V
+Johari, Koomen, Pekelis & Walsh (2017), "Peeking at A/B tests: why it matters, and what to do
+about it" (KDD), building on Johari, Pekelis & Walsh, "Always valid inference: bringing
+sequential analysis to A/B testing" (arXiv:1512.04922). Let θ̂ be an estimate of the effect θ with variance V
 (known, or estimated consistently). The likelihood ratio of θ against the null value θ₀,
 mixed over a normal prior θ ~ N(θ₀, τ²), is
 
