@@ -4,9 +4,11 @@
 
 Johari, Koomen, Pekelis & Walsh (2017), "Peeking at A/B tests: why it matters, and what to do
 about it" (KDD), building on Johari, Pekelis & Walsh, "Always valid inference: bringing
-sequential analysis to A/B testing" (arXiv:1512.04922). Let θ̂ be an estimate of the effect θ with variance V
-(known, or estimated consistently). The likelihood ratio of θ against the null value θ₀,
-mixed over a normal prior θ ~ N(θ₀, τ²), is
+sequential analysis to A/B testing" (arXiv:1512.04922).
+
+Let θ̂ be an estimate of the effect θ with variance V (known, or estimated consistently).
+The likelihood ratio of θ against the null value θ₀, mixed over a normal prior
+θ ~ N(θ₀, τ²), is
 
     Λ = sqrt(V / (V + τ²)) · exp( τ² (θ̂ − θ₀)² / (2 V (V + τ²)) ).
 
