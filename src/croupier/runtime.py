@@ -94,7 +94,7 @@ class Runtime:
             keys=self.keys,
             poll_interval_s=s.snapshot_poll_interval_s,
         )
-        self.experiments = ExperimentService(self.pool, self.redis, self.redis_keys)
+        self.experiments = ExperimentService(self.pool, self.redis, self.redis_keys, self.cache)
         await self.feed.load_all()
         self.feed.start()
         self.writer = DecisionWriter(

@@ -20,6 +20,7 @@ from croupier.admin.schemas import (
     ExperimentPatch,
 )
 from croupier.admin.validation import default_metrics, default_sticky, validate_spec
+from croupier.decision.policy_cache import PolicyCache
 from croupier.errors import Conflict, Invalid, NotFound, field_error
 from croupier.model import ExperimentSpec, PolicyRemoved, Status
 from croupier.storage.queries import Q
@@ -99,13 +100,22 @@ async def audit(
 class ExperimentService:
     """The admin operations; every change is audited and published."""
 
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis | None, keys: RedisKeys) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis | None,
+        keys: RedisKeys,
+        local: PolicyCache | None = None,
+    ) -> None:
         self.pool = pool
         self.redis = redis
         self.keys = keys
+        self.local = local  # this process's snapshot: it sees its own changes at once
 
     async def _publish(self, experiment_id: int) -> None:
-        await publish_experiment(self.pool, self.redis, self.keys, experiment_id)
+        data = await publish_experiment(self.pool, self.redis, self.keys, experiment_id)
+        if data is not None and self.local is not None:
+            self.local.apply(data)
 
     async def _write_definition(
         self, conn: asyncpg.Connection, experiment_id: int, spec: ExperimentSpec, reason: str
@@ -255,6 +265,8 @@ class ExperimentService:
             version = await conn.fetchval(Q["change_version_next"])
             await audit(conn, actor, key, "delete", {"status": row["status"]})
         await publish_policy(self.redis, self.keys, PolicyRemoved(key=key, version=version))
+        if self.local is not None:
+            self.local.remove(key, version)
 
     async def transition(
         self, key: str, action: str, actor: str, *, winner: str | None = None
