@@ -102,6 +102,8 @@ def best_arm(
     draws: int = DEFAULT_DRAWS,
 ) -> BestArm:
     """P(best) and expected loss for every arm by vectorised Monte Carlo."""
+    if draws < 1:
+        raise ValueError(f"draws must be a positive number of Monte Carlo draws, got {draws!r}.")
     seed = draw_seed(rng)
     samples = posterior_samples(
         metric_type, count, sums, sums_sq, draws=draws, rng=np.random.default_rng(seed)

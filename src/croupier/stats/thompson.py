@@ -135,7 +135,13 @@ def thompson_allocation(
     top_two_beta: float = 0.5,
     draws: int = DEFAULT_DRAWS,
 ) -> Allocation:
-    """Thompson-sampling weights (P(best), or top-two) with the additive floor and change cap."""
+    """Thompson-sampling weights (P(best), or top-two) with the additive floor and change cap.
+
+    ``previous`` (the weights in force, one per arm passed in) is renormalised to sum to 1, so
+    an optimizer that dropped a rolled-back arm can pass the survivors' old weights as they are.
+    """
+    if draws < 1:
+        raise AllocationError(f"draws must be positive, got {draws!r}.")
     seed = draw_seed(rng)
     n_arms = np.asarray(count).size
     samples = posterior_samples(
@@ -151,7 +157,11 @@ def thompson_allocation(
     target = apply_floor(raw if raw is not None else np.ones(n_arms), min_arm_weight)
     weights = target
     if previous is not None and max_change is not None:
-        weights = cap_change(target, previous, max_change)
+        old = np.clip(np.asarray(previous, dtype=np.float64), 0.0, None)
+        old_total = float(old.sum())
+        if old.shape == target.shape and old_total > 0.0:
+            old = old / old_total
+        weights = cap_change(target, old, max_change)
     return Allocation(
         weights=tuple(float(x) for x in weights),
         target=tuple(float(x) for x in target),

@@ -105,3 +105,35 @@ def test_thompson_bandit_moves_traffic_to_the_best_arm() -> None:
         f"median final weight {np.median(final_best_weight):.3f}"
     )
     assert share >= 0.8
+
+
+def test_previous_weights_of_surviving_arms_are_renormalised() -> None:
+    """Old weights that no longer sum to 1 (an arm was dropped) are renormalised before capping."""
+    alloc = thompson_allocation(
+        metric_type="binary",
+        direction="maximize",
+        count=[100, 100],
+        sums=[10, 10],
+        sums_sq=[10, 10],
+        min_arm_weight=0.01,
+        rng=np.random.default_rng(0),
+        previous=[0.3, 0.3],
+        max_change=0.05,
+    )
+    assert sum(alloc.weights) == pytest.approx(1.0)
+    assert all(abs(w - 0.5) <= 0.05 + 1e-12 for w in alloc.weights)
+
+
+def test_zero_draws_is_rejected() -> None:
+    """Asking for no Monte Carlo draws is a programming error, reported as such."""
+    with pytest.raises(ValueError, match="draws"):
+        thompson_allocation(
+            metric_type="binary",
+            direction="maximize",
+            count=[1, 1],
+            sums=[0, 0],
+            sums_sq=[0, 0],
+            min_arm_weight=0.0,
+            rng=np.random.default_rng(0),
+            draws=0,
+        )
