@@ -115,11 +115,12 @@ def _from_validation(exc: ValidationException) -> tuple[str, list[dict[str, Any]
             message = str(item.get("message", ""))
             key = item.get("key")
             field = str(key) if key else _field_from_message(message)
-            extra.append(field_error(field, message))
+            extra.append(field_error(field, message, source=str(item.get("source", "body"))))
     if extra:
         first = extra[0]
-        where = f" at `{first['field']}`" if first["field"] else ""
-        return f"Invalid request body{where}: {first['message']}", extra
+        kind = {"query": "query parameter", "path": "path parameter"}.get(first["source"], "field")
+        where = f" {kind} `{first['field']}`" if first["field"] else " body"
+        return f"Invalid{where}: {first['message']}.", extra
     detail = str(exc.detail)
     if "JSON" in detail or "decode" in detail.lower():
         return "The request body is not valid JSON; send a JSON object as documented.", None
