@@ -14,12 +14,14 @@ from litestar import Litestar, Request, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     Components,
-    OpenAPIMediaType as OAMediaType,
     OpenAPIResponse,
     Operation,
     PathItem,
     RequestBody,
     SecurityScheme,
+)
+from litestar.openapi.spec import (
+    OpenAPIMediaType as OAMediaType,
 )
 
 from croupier import __version__
@@ -103,10 +105,12 @@ def _document_bodies(app: Litestar) -> None:
         schema.components = Components()
     if schema.components.schemas is None:
         schema.components.schemas = {}
-    schema.components.schemas.update(components)  # type: ignore[arg-type]
+    schema.components.schemas.update(components)
     if schema.paths is None:
         schema.paths = {}
-    error = OpenAPIResponse(description="Error: `status_code`, `detail` and, for validation, `extra`")
+    error = OpenAPIResponse(
+        description="Error: `status_code`, `detail` and, for validation, `extra`"
+    )
     schema.paths[DECIDE_PATH] = PathItem(
         post=Operation(
             tags=["decisions"],

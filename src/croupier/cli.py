@@ -80,7 +80,7 @@ def _setup_logging(level: str) -> None:
 
 _common = [
     click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                 help="Embedded PostgreSQL/Redis data (env CROUPIER_DATA_DIR, default ./.croupier)."),
+                 help="Embedded PostgreSQL/Redis data (env CROUPIER_DATA_DIR; ./.croupier)."),
     click.option("--database-url", default=None,
                  help="External PostgreSQL URL (env CROUPIER_DATABASE_URL)."),
     click.option("--redis-url", default=None, help="External Redis URL (env CROUPIER_REDIS_URL)."),

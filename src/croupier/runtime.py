@@ -18,7 +18,7 @@ from croupier.decision.ids import DecisionIdCodec
 from croupier.decision.policy_cache import Policy, PolicyCache
 from croupier.ingest.buffer import RewardBuffer
 from croupier.settings import Settings
-from croupier.storage.db import create_pool
+from croupier.storage.db import Executor, create_pool
 from croupier.storage.decision_writer import DecisionWriter
 from croupier.storage.feed import SnapshotFeed
 from croupier.storage.migrate import migrate
@@ -31,7 +31,7 @@ from croupier.storage.sticky import StickyStore
 logger = logging.getLogger("croupier.runtime")
 
 
-async def ensure_secret(conn: asyncpg.Connection | asyncpg.Pool) -> bytes:
+async def ensure_secret(conn: Executor) -> bytes:
     """The installation's decision-id signing secret, created on first use."""
     await conn.execute(Q["secret_init"], secrets.token_bytes(32))
     secret = await conn.fetchval(Q["secret_get"])
@@ -98,7 +98,10 @@ class Runtime:
         await self.feed.load_all()
         self.feed.start()
         self.writer = DecisionWriter(
-            self.pool, self.log, flush_interval_ms=s.flush_interval_ms, batch_max=s.decision_batch_max
+            self.pool,
+            self.log,
+            flush_interval_ms=s.flush_interval_ms,
+            batch_max=s.decision_batch_max,
         )
         self.writer.start()
 

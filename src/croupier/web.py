@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
-
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -66,8 +65,10 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[T], *, example: str) 
         if m:
             index, field = int(m.group(1)), m.group(2)
         extra = field_error(field, reason) | ({"index": index} if index is not None else {})
-        where = f"item {index}" + (f", field `{field}`" if field else "") if index is not None else (
-            f"field `{field}`" if field else "body"
+        where = (
+            f"item {index}" + (f", field `{field}`" if field else "")
+            if index is not None
+            else (f"field `{field}`" if field else "body")
         )
         raise Invalid(f"Invalid request at {where}: {reason}.", extra=[extra]) from None
     except msgspec.DecodeError as exc:

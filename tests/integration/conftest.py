@@ -14,8 +14,6 @@ from croupier.settings import Settings
 from croupier.storage.keys import create_key
 
 
-
-
 @pytest.fixture
 async def keys(db: asyncpg.Connection) -> dict[str, str]:
     """An admin key and a decide key, created before the app starts."""

@@ -10,7 +10,9 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def experiment_body(key: str = "exp", policy: str = "fixed", arms: int = 2, **more: Any) -> dict[str, Any]:
+def experiment_body(
+    key: str = "exp", policy: str = "fixed", arms: int = 2, **more: Any
+) -> dict[str, Any]:
     """A valid create body with `arms` arms, the first the control."""
     body: dict[str, Any] = {
         "key": key,

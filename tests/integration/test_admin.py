@@ -11,7 +11,9 @@ from litestar.testing import AsyncTestClient
 from tests.integration.helpers import auth, experiment_body
 
 
-async def test_create_defaults_and_read_back(client: AsyncTestClient[Any], keys: dict[str, str]) -> None:
+async def test_create_defaults_and_read_back(
+    client: AsyncTestClient[Any], keys: dict[str, str]
+) -> None:
     """A created experiment is a draft with equal weights and documented defaults."""
     h = auth(keys["admin"])
     r = await client.post("/v1/experiments", json=experiment_body(arms=4), headers=h)
@@ -45,7 +47,9 @@ async def test_thompson_is_not_sticky_by_default_and_rollout_follows_stages(
 async def test_duplicate_key_conflicts(client: AsyncTestClient[Any], keys: dict[str, str]) -> None:
     """Creating the same key twice is a 409."""
     h = auth(keys["admin"])
-    assert (await client.post("/v1/experiments", json=experiment_body(), headers=h)).status_code == 201
+    assert (
+        await client.post("/v1/experiments", json=experiment_body(), headers=h)
+    ).status_code == 201
     r = await client.post("/v1/experiments", json=experiment_body(), headers=h)
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
 
@@ -67,7 +71,11 @@ async def test_lifecycle_and_illegal_transitions(
     assert r.status_code == 200 and r.json()["status"] == "completed"
     assert r.json()["winner"] == "arm1" and r.json()["weights"] == {"arm0": 0.0, "arm1": 1.0}
     r = await client.post("/v1/experiments/exp/start", headers=h)
-    assert r.status_code == 409 and "completed" in r.json()["detail"] and "running" in r.json()["detail"]
+    assert (
+        r.status_code == 409
+        and "completed" in r.json()["detail"]
+        and "running" in r.json()["detail"]
+    )
     r = await client.post("/v1/experiments/exp/archive", headers=h)
     assert r.json()["status"] == "archived"
     history = (await client.get("/v1/experiments/exp/allocations", headers=h)).json()
@@ -99,7 +107,9 @@ async def test_rollback_serves_control(client: AsyncTestClient[Any], keys: dict[
     assert r.json()["status"] == "rolled_back" and r.json()["weights"] == {"arm0": 1.0, "arm1": 0.0}
 
 
-async def test_patch_definition_only_in_draft(client: AsyncTestClient[Any], keys: dict[str, str]) -> None:
+async def test_patch_definition_only_in_draft(
+    client: AsyncTestClient[Any], keys: dict[str, str]
+) -> None:
     """Arms can be redefined in draft; afterwards only descriptive/threshold fields change."""
     h = auth(keys["admin"])
     await client.post("/v1/experiments", json=experiment_body(), headers=h)
@@ -108,9 +118,15 @@ async def test_patch_definition_only_in_draft(client: AsyncTestClient[Any], keys
     assert r.status_code == 200, r.text
     assert len(r.json()["weights"]) == 3
     await client.post("/v1/experiments/exp/start", headers=h)
-    r = await client.patch("/v1/experiments/exp", json={"arms": experiment_body()["arms"]}, headers=h)
-    assert r.status_code == 409 and "draft" in r.json()["detail"] and "running" in r.json()["detail"]
-    r = await client.patch("/v1/experiments/exp", json={"name": "Greeting test", "max_exposures": 5000}, headers=h)
+    r = await client.patch(
+        "/v1/experiments/exp", json={"arms": experiment_body()["arms"]}, headers=h
+    )
+    assert (
+        r.status_code == 409 and "draft" in r.json()["detail"] and "running" in r.json()["detail"]
+    )
+    r = await client.patch(
+        "/v1/experiments/exp", json={"name": "Greeting test", "max_exposures": 5000}, headers=h
+    )
     assert r.status_code == 200 and r.json()["name"] == "Greeting test"
     assert r.json()["max_exposures"] == 5000
 
@@ -139,30 +155,91 @@ async def test_delete_rules(client: AsyncTestClient[Any], keys: dict[str, str]) 
         ({"arms": [{"key": "a", "control": True}, {"key": "a"}]}, "arms[1].key"),
         ({"arms": [{"key": "a"}, {"key": "b"}]}, "arms"),
         ({"arms": [{"key": "a", "control": True}, {"key": "b", "control": True}]}, "arms"),
-        ({"arms": [{"key": "a", "control": True, "weight": 0.5}, {"key": "b", "weight": 0.4}]}, "arms"),
+        (
+            {"arms": [{"key": "a", "control": True, "weight": 0.5}, {"key": "b", "weight": 0.4}]},
+            "arms",
+        ),
         ({"arms": [{"key": "a", "control": True, "weight": 0.5}, {"key": "b"}]}, "arms"),
-        ({"arms": [{"key": "a", "control": True, "weight": 1.5}, {"key": "b", "weight": -0.5}]}, "arms[0].weight"),
-        ({"arms": [{"key": "a", "control": True, "config": {"p": "x" * 17000}}, {"key": "b"}]}, "arms[0].config"),
-        ({"metrics": [{"name": "latency", "type": "continuous", "direction": "minimize"}]}, "metrics"),
-        ({"metrics": [{"name": "reward", "type": "binary", "direction": "maximize", "max_degradation": 0.1}]}, "metrics[0]"),
-        ({"metrics": [{"name": "reward", "type": "binary"}, {"name": "err", "type": "binary", "direction": "minimize", "max_degradation": 0.1, "max_relative_degradation": 0.1}]}, "metrics[1]"),
-        ({"metrics": [{"name": "reward", "type": "binary"}, {"name": "reward", "type": "binary"}]}, "metrics"),
+        (
+            {"arms": [{"key": "a", "control": True, "weight": 1.5}, {"key": "b", "weight": -0.5}]},
+            "arms[0].weight",
+        ),
+        (
+            {"arms": [{"key": "a", "control": True, "config": {"p": "x" * 17000}}, {"key": "b"}]},
+            "arms[0].config",
+        ),
+        (
+            {"metrics": [{"name": "latency", "type": "continuous", "direction": "minimize"}]},
+            "metrics",
+        ),
+        (
+            {
+                "metrics": [
+                    {
+                        "name": "reward",
+                        "type": "binary",
+                        "direction": "maximize",
+                        "max_degradation": 0.1,
+                    }
+                ]
+            },
+            "metrics[0]",
+        ),
+        (
+            {
+                "metrics": [
+                    {"name": "reward", "type": "binary"},
+                    {
+                        "name": "err",
+                        "type": "binary",
+                        "direction": "minimize",
+                        "max_degradation": 0.1,
+                        "max_relative_degradation": 0.1,
+                    },
+                ]
+            },
+            "metrics[1]",
+        ),
+        (
+            {
+                "metrics": [
+                    {"name": "reward", "type": "binary"},
+                    {"name": "reward", "type": "binary"},
+                ]
+            },
+            "metrics",
+        ),
         ({"traffic_fraction": 1.5}, "traffic_fraction"),
         ({"confidence_level": 1.0}, "confidence_level"),
         ({"min_arm_weight": 0.6}, "min_arm_weight"),
-        ({"targeting": [{"attribute": "country", "op": "in", "value": "US"}]}, "targeting[0].values"),
+        (
+            {"targeting": [{"attribute": "country", "op": "in", "value": "US"}]},
+            "targeting[0].values",
+        ),
         ({"targeting": [{"attribute": "age", "op": "gt", "value": [1]}]}, "targeting[0].value"),
         ({"stages": [{"share": 0.5}, {"share": 1.0}]}, "stages"),
-        ({"policy": "rollout", "arms": [{"key": "a", "control": True}, {"key": "b"}, {"key": "c"}]}, "arms"),
-        ({"policy": "rollout", "stages": [{"share": 0.5}, {"share": 0.2}, {"share": 1.0}]}, "stages[1].share"),
+        (
+            {
+                "policy": "rollout",
+                "arms": [{"key": "a", "control": True}, {"key": "b"}, {"key": "c"}],
+            },
+            "arms",
+        ),
+        (
+            {"policy": "rollout", "stages": [{"share": 0.5}, {"share": 0.2}, {"share": 1.0}]},
+            "stages[1].share",
+        ),
         ({"policy": "rollout", "stages": [{"share": 0.1}, {"share": 0.5}]}, "stages"),
         ({"alerts_url": "ftp://x"}, "alerts_url"),
         ({"max_exposures": 0}, "max_exposures"),
     ],
 )
 async def test_create_validation(
-    client: AsyncTestClient[Any], keys: dict[str, str], db: asyncpg.Connection,
-    change: dict[str, Any], field: str,
+    client: AsyncTestClient[Any],
+    keys: dict[str, str],
+    db: asyncpg.Connection,
+    change: dict[str, Any],
+    field: str,
 ) -> None:
     """Each invalid definition is a 422 naming the field, and nothing is stored."""
     body = experiment_body()

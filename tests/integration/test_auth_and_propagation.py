@@ -78,13 +78,19 @@ async def test_revoked_key_refused_within_a_second(
         await asyncio.sleep(0.02)
 
 
-async def _visible_within(other: AsyncTestClient[Any], key: str, expect: str, budget_s: float) -> float:
+async def _visible_within(
+    other: AsyncTestClient[Any], key: str, expect: str, budget_s: float
+) -> float:
     start = time.monotonic()
     while True:
-        r = await other.post("/v1/decide", json={"experiment": "exp", "unit_id": "u"}, headers=auth(key))
+        r = await other.post(
+            "/v1/decide", json={"experiment": "exp", "unit_id": "u"}, headers=auth(key)
+        )
         if r.status_code == 200 and r.json()["reason"] == expect:
             return time.monotonic() - start
-        assert time.monotonic() - start < budget_s, f"change not visible after {budget_s} s: {r.text}"
+        assert time.monotonic() - start < budget_s, (
+            f"change not visible after {budget_s} s: {r.text}"
+        )
         await asyncio.sleep(0.01)
 
 
@@ -119,9 +125,15 @@ async def test_change_reaches_other_process_without_redis(
         await client.post("/v1/experiments/exp/start", headers=h)
         await _visible_within(other, keys["decide"], "allocated", 1.0)
         # rewards are still accepted on the Redis-less process
-        r = await other.post("/v1/decide", json={"experiment": "exp", "unit_id": "z"}, headers=auth(keys["decide"]))
+        r = await other.post(
+            "/v1/decide", json={"experiment": "exp", "unit_id": "z"}, headers=auth(keys["decide"])
+        )
         d = r.json()
-        r = await other.post("/v1/rewards", json={"decision_id": d["decision_id"], "value": 1}, headers=auth(keys["decide"]))
+        r = await other.post(
+            "/v1/rewards",
+            json={"decision_id": d["decision_id"], "value": 1},
+            headers=auth(keys["decide"]),
+        )
         assert r.status_code == 202
 
 
@@ -137,11 +149,19 @@ async def test_sticky_thompson_assignment_is_shared_by_processes(
     d = auth(keys["decide"])
     first = {}
     for i in range(50):
-        r = await client.post("/v1/decide", json={"experiment": "exp", "unit_id": f"u{i}"}, headers=d)
+        r = await client.post(
+            "/v1/decide", json={"experiment": "exp", "unit_id": f"u{i}"}, headers=d
+        )
         first[f"u{i}"] = r.json()
         assert r.json()["reason"] == "allocated"
     async with AsyncTestClient(app=create_app(settings)) as other:
         for unit, dec in first.items():
-            r = await other.post("/v1/decide", json={"experiment": "exp", "unit_id": unit}, headers=d)
+            r = await other.post(
+                "/v1/decide", json={"experiment": "exp", "unit_id": unit}, headers=d
+            )
             again = r.json()
-            assert (again["arm"], again["decision_id"], again["reason"]) == (dec["arm"], dec["decision_id"], "sticky")
+            assert (again["arm"], again["decision_id"], again["reason"]) == (
+                dec["arm"],
+                dec["decision_id"],
+                "sticky",
+            )

@@ -26,11 +26,29 @@ CASES: list[tuple[str, str, str, bytes | None, int]] = [
     ("POST", "/v1/decide", "decide", b'{"experiment": "exp"}', 422),
     ("POST", "/v1/decide", "decide", b'{"experiment": "exp", "unit_id": "u", "x": 1}', 422),
     ("POST", "/v1/decide", "decide", b'{"experiment": "exp", "unit_id": ""}', 422),
-    ("POST", "/v1/decide", "decide", b'{"experiment": "exp", "unit_id": "' + b"u" * 300 + b'"}', 422),
+    (
+        "POST",
+        "/v1/decide",
+        "decide",
+        b'{"experiment": "exp", "unit_id": "' + b"u" * 300 + b'"}',
+        422,
+    ),
     ("POST", "/v1/decide", "decide", b'{"experiment": "exp", "unit_id": "u", "context": []}', 422),
-    ("POST", "/v1/decide", "decide", b'{"experiment": "exp", "unit_id": "u", "context": {"a": NaN}}', 400),
+    (
+        "POST",
+        "/v1/decide",
+        "decide",
+        b'{"experiment": "exp", "unit_id": "u", "context": {"a": NaN}}',
+        400,
+    ),
     ("POST", "/v1/decide", "decide", b'{"experiment": "nope", "unit_id": "u"}', 404),
-    ("POST", "/v1/decide", "decide", b'{"experiment": "exp", "unit_id": "u", "context": {"a": "' + b"x" * 70_000 + b'"}}', 413),
+    (
+        "POST",
+        "/v1/decide",
+        "decide",
+        b'{"experiment": "exp", "unit_id": "u", "context": {"a": "' + b"x" * 70_000 + b'"}}',
+        413,
+    ),
     ("GET", "/v1/decide", "decide", None, 405),
     # rewards
     ("POST", "/v1/rewards", "decide", b"{not json", 400),
@@ -40,7 +58,13 @@ CASES: list[tuple[str, str, str, bytes | None, int]] = [
     ("POST", "/v1/rewards", "decide", b'{"decision_id": "abc", "value": NaN}', 400),
     ("POST", "/v1/rewards", "decide", b'{"decision_id": "abc", "value": 1e999}', 422),
     ("POST", "/v1/rewards", "decide", b'{"decision_id": "abc", "value": true}', 422),
-    ("POST", "/v1/rewards", "decide", json.dumps([{"decision_id": "a", "value": 1}] * 1001).encode(), 422),
+    (
+        "POST",
+        "/v1/rewards",
+        "decide",
+        json.dumps([{"decision_id": "a", "value": 1}] * 1001).encode(),
+        422,
+    ),
     ("POST", "/v1/rewards", "decide", BIG, 413),
     # experiments
     ("POST", "/v1/experiments", "admin", b"{not json", 400),
@@ -59,7 +83,13 @@ CASES: list[tuple[str, str, str, bytes | None, int]] = [
     ("PATCH", "/v1/experiments/exp", "admin", b"{not json", 400),
     ("PATCH", "/v1/experiments/exp", "admin", b'{"arms": "x"}', 422),
     ("PATCH", "/v1/experiments/exp", "admin", b'{"key": "other"}', 422),
-    ("PATCH", "/v1/experiments/exp", "admin", b'{"arms": [{"key": "a", "control": true}, {"key": "b"}]}', 409),
+    (
+        "PATCH",
+        "/v1/experiments/exp",
+        "admin",
+        b'{"arms": [{"key": "a", "control": true}, {"key": "b"}]}',
+        409,
+    ),
     ("PATCH", "/v1/experiments/exp", "admin", b'{"traffic_fraction": 2}', 422),
     ("PATCH", "/v1/experiments/nope", "admin", b'{"name": "x"}', 404),
     ("DELETE", "/v1/experiments/exp", "admin", None, 409),
@@ -85,8 +115,14 @@ async def _counts(db: asyncpg.Connection) -> dict[str, int]:
 
 @pytest.mark.parametrize(("method", "path", "scope", "body", "status"), CASES)
 async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
-    client: AsyncTestClient[Any], keys: dict[str, str], db: asyncpg.Connection,
-    method: str, path: str, scope: str, body: bytes | None, status: int,
+    client: AsyncTestClient[Any],
+    keys: dict[str, str],
+    db: asyncpg.Connection,
+    method: str,
+    path: str,
+    scope: str,
+    body: bytes | None,
+    status: int,
 ) -> None:
     """Each malformed request gets the documented status and an actionable detail."""
     admin = auth(keys["admin"])

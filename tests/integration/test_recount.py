@@ -29,7 +29,9 @@ def _body(key: str, spec: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "key": key,
         "policy": spec["policy"],
-        "arms": [{"key": f"a{i}", "control": i == 0, "config": {"i": i}} for i in range(spec["arms"])],
+        "arms": [
+            {"key": f"a{i}", "control": i == 0, "config": {"i": i}} for i in range(spec["arms"])
+        ],
         "metrics": [
             {"name": "reward", "type": "binary", "direction": "maximize"},
             {"name": "cost", "type": "continuous", "direction": "minimize", "max_degradation": 1.0},
@@ -46,7 +48,8 @@ async def _reweight(db: asyncpg.Connection, key: str, weights: list[float]) -> N
     async with db.transaction():
         await db.execute(
             "INSERT INTO allocations (experiment_id, weights, reason) VALUES ($1, $2, 'test')",
-            exp_id, weights,
+            exp_id,
+            weights,
         )
         await db.execute(
             "UPDATE experiments SET version = nextval('change_version') WHERE id = $1", exp_id
@@ -61,7 +64,9 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
     arm_stats and metric_stats exactly equal to a recount of decisions and rewards."""
     admin, decide = auth(keys["admin"]), auth(keys["decide"])
     for key, spec in EXPERIMENTS.items():
-        assert (await client.post("/v1/experiments", json=_body(key, spec), headers=admin)).status_code == 201
+        assert (
+            await client.post("/v1/experiments", json=_body(key, spec), headers=admin)
+        ).status_code == 201
         assert (await client.post(f"/v1/experiments/{key}/start", headers=admin)).status_code == 200
 
     rng = random.Random(7)
@@ -80,7 +85,9 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
             for i in range(per_worker):
                 key = rng.choice(list(EXPERIMENTS))
                 unit = f"u{rng.randrange(3000)}"  # repeats: sticky units come back
-                r = await c.post("/v1/decide", json={"experiment": key, "unit_id": unit}, headers=decide)
+                r = await c.post(
+                    "/v1/decide", json={"experiment": key, "unit_id": unit}, headers=decide
+                )
                 assert r.status_code == 200, r.text
                 counts["decisions"] += 1
                 d = r.json()
@@ -90,7 +97,11 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
                     h = zlib.crc32(d["decision_id"].encode())
                     pending.append({"decision_id": d["decision_id"], "value": float(h % 3 == 0)})
                     pending.append(
-                        {"decision_id": d["decision_id"], "value": (h % 500) / 100, "metric": "cost"}
+                        {
+                            "decision_id": d["decision_id"],
+                            "value": (h % 500) / 100,
+                            "metric": "cost",
+                        }
                     )
                 if len(pending) >= 20 or i == per_worker - 1:
                     if rng.random() < 0.1 and acknowledged:  # resend something: a duplicate
@@ -102,7 +113,9 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
                     # other clients may hold the same sticky decision id: drop in-list repeats
                     seen: dict[tuple[str, str], float] = {}
                     for it in items:
-                        seen.setdefault((it["decision_id"], it.get("metric", "reward")), it["value"])
+                        seen.setdefault(
+                            (it["decision_id"], it.get("metric", "reward")), it["value"]
+                        )
                     items = [
                         {"decision_id": k[0], "metric": k[1], "value": v} for k, v in seen.items()
                     ]
@@ -124,7 +137,11 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
                     (did, metric), value = rng.choice(list(acknowledged.items()))
                     r = await c.post(
                         "/v1/rewards",
-                        json={"decision_id": did, "metric": metric, "value": value + 1 if metric == "cost" else 1 - value},
+                        json={
+                            "decision_id": did,
+                            "metric": metric,
+                            "value": value + 1 if metric == "cost" else 1 - value,
+                        },
                         headers=decide,
                     )
                     assert r.status_code == 409, r.text
@@ -144,13 +161,15 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
     for key in EXPERIMENTS:
         exp_id = await db.fetchval("SELECT id FROM experiments WHERE key = $1", key)
         arms = await db.fetch(
-            "SELECT arm_index, exposures, expected_exposures FROM arm_stats WHERE experiment_id = $1 ORDER BY 1",
+            "SELECT arm_index, exposures, expected_exposures FROM arm_stats"
+            " WHERE experiment_id = $1 ORDER BY 1",
             exp_id,
         )
         recount = {
             r["arm_index"]: r["n"]
             for r in await db.fetch(
-                "SELECT arm_index, count(*) n FROM decisions WHERE experiment_id = $1 AND counted GROUP BY 1",
+                "SELECT arm_index, count(*) n FROM decisions"
+                " WHERE experiment_id = $1 AND counted GROUP BY 1",
                 exp_id,
             )
         }
@@ -166,10 +185,15 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
         }
         for r in arms:
             assert r["exposures"] == recount.get(r["arm_index"], 0), key
-            assert r["expected_exposures"] == pytest.approx(expected_recount.get(r["arm_index"], 0.0), abs=1e-6)
-        assert sum(r["expected_exposures"] for r in arms) == pytest.approx(sum(recount.values()), abs=1e-6)
+            assert r["expected_exposures"] == pytest.approx(
+                expected_recount.get(r["arm_index"], 0.0), abs=1e-6
+            )
+        assert sum(r["expected_exposures"] for r in arms) == pytest.approx(
+            sum(recount.values()), abs=1e-6
+        )
         metric_rows = await db.fetch(
-            "SELECT metric, arm_index, n, sum, sum_sq FROM metric_stats WHERE experiment_id = $1", exp_id
+            "SELECT metric, arm_index, n, sum, sum_sq FROM metric_stats WHERE experiment_id = $1",
+            exp_id,
         )
         recount_metrics = {
             (r["metric"], r["arm_index"]): r

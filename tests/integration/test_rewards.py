@@ -18,15 +18,24 @@ async def _setup(client: AsyncTestClient[Any], keys: dict[str, str], **more: Any
     h = auth(keys["admin"])
     metrics = [
         {"name": "reward", "type": "binary", "direction": "maximize"},
-        {"name": "latency", "type": "continuous", "direction": "minimize", "max_relative_degradation": 0.2},
+        {
+            "name": "latency",
+            "type": "continuous",
+            "direction": "minimize",
+            "max_relative_degradation": 0.2,
+        },
     ]
-    r = await client.post("/v1/experiments", json=experiment_body(metrics=metrics, **more), headers=h)
+    r = await client.post(
+        "/v1/experiments", json=experiment_body(metrics=metrics, **more), headers=h
+    )
     assert r.status_code == 201, r.text
     assert (await client.post("/v1/experiments/exp/start", headers=h)).status_code == 200
 
 
 async def _decide(client: AsyncTestClient[Any], key: str, unit: str) -> dict[str, Any]:
-    r = await client.post("/v1/decide", json={"experiment": "exp", "unit_id": unit}, headers=auth(key))
+    r = await client.post(
+        "/v1/decide", json={"experiment": "exp", "unit_id": unit}, headers=auth(key)
+    )
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
 
@@ -46,7 +55,10 @@ async def test_duplicates_are_idempotent_and_conflicts_refused(
     d2 = await _decide(client, keys["decide"], "u2")
     r = await client.post(
         "/v1/rewards",
-        json=[{"decision_id": d2["decision_id"], "value": 1}, {"decision_id": d["decision_id"], "value": 0}],
+        json=[
+            {"decision_id": d2["decision_id"], "value": 1},
+            {"decision_id": d["decision_id"], "value": 0},
+        ],
         headers=h,
     )
     assert r.status_code == 409, r.text
@@ -92,11 +104,15 @@ async def test_continuous_metric_and_uncounted_decisions(
     await _setup(client, keys, targeting=[{"attribute": "country", "op": "eq", "value": "US"}])
     h = auth(keys["decide"])
     r = await client.post(
-        "/v1/decide", json={"experiment": "exp", "unit_id": "u1", "context": {"country": "US"}}, headers=h
+        "/v1/decide",
+        json={"experiment": "exp", "unit_id": "u1", "context": {"country": "US"}},
+        headers=h,
     )
     counted = r.json()
     r = await client.post(
-        "/v1/decide", json={"experiment": "exp", "unit_id": "u2", "context": {"country": "FR"}}, headers=h
+        "/v1/decide",
+        json={"experiment": "exp", "unit_id": "u2", "context": {"country": "FR"}},
+        headers=h,
     )
     excluded = r.json()
     assert excluded["reason"] == "excluded"
@@ -122,10 +138,21 @@ async def test_reward_posted_to_another_process_right_after_decision(
     to the right arm, before the decision row is written."""
     await _setup(client, keys)
     slow = settings.replace(flush_interval_ms=5000)  # the deciding process writes late
-    async with AsyncTestClient(app=create_app(slow)) as a, AsyncTestClient(app=create_app(settings)) as b:
-        r = await a.post("/v1/decide", json={"experiment": "exp", "unit_id": "fast"}, headers=auth(keys["decide"]))
+    async with (
+        AsyncTestClient(app=create_app(slow)) as a,
+        AsyncTestClient(app=create_app(settings)) as b,
+    ):
+        r = await a.post(
+            "/v1/decide",
+            json={"experiment": "exp", "unit_id": "fast"},
+            headers=auth(keys["decide"]),
+        )
         d = r.json()
-        r = await b.post("/v1/rewards", json={"decision_id": d["decision_id"], "value": 1}, headers=auth(keys["decide"]))
+        r = await b.post(
+            "/v1/rewards",
+            json={"decision_id": d["decision_id"], "value": 1},
+            headers=auth(keys["decide"]),
+        )
         assert r.status_code == 202, r.text
         assert await db.fetchval("SELECT count(*) FROM decisions") == 0
         arm_index = int(d["arm"].removeprefix("arm"))
@@ -145,7 +172,10 @@ async def test_racing_duplicate_rewards_count_once(
     async with AsyncTestClient(app=create_app(settings)) as other:
         item = {"decision_id": d["decision_id"], "value": 1}
         responses = await asyncio.gather(
-            *[(client if i % 2 else other).post("/v1/rewards", json=item, headers=h) for i in range(20)]
+            *[
+                (client if i % 2 else other).post("/v1/rewards", json=item, headers=h)
+                for i in range(20)
+            ]
         )
     assert all(r.status_code == 202 for r in responses)
     assert sum(r.json()["accepted"] for r in responses) == 1

@@ -22,6 +22,8 @@ async def test_create_start_decide_reward_results(
     assert r.status_code == 200, r.text
     d = r.json()
     assert d["reason"] == "allocated"
-    r = await client.post("/v1/rewards", json={"decision_id": d["decision_id"], "value": 1}, headers=decide)
+    r = await client.post(
+        "/v1/rewards", json={"decision_id": d["decision_id"], "value": 1}, headers=decide
+    )
     assert r.status_code == 202, r.text
     assert r.json() == {"accepted": 1, "duplicates": 0}

@@ -18,11 +18,22 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 def policy_data(**over: object) -> PolicyData:
     """A running two-arm fixed policy, overridable."""
     base: dict[str, object] = {
-        "experiment_id": 7, "key": "exp", "version": 1, "status": "running",
-        "ended_status": None, "policy": "fixed", "sticky": True, "salt": "s" * 32,
-        "allocation_id": 1, "weights": [0.5, 0.5], "arm_keys": ["a", "b"],
-        "configs": [msgspec.Raw(b'{"p":1}'), msgspec.Raw(b'{"p":2}')], "control_index": 0,
-        "winner_index": None, "targeting": [], "traffic_fraction": 1.0,
+        "experiment_id": 7,
+        "key": "exp",
+        "version": 1,
+        "status": "running",
+        "ended_status": None,
+        "policy": "fixed",
+        "sticky": True,
+        "salt": "s" * 32,
+        "allocation_id": 1,
+        "weights": [0.5, 0.5],
+        "arm_keys": ["a", "b"],
+        "configs": [msgspec.Raw(b'{"p":1}'), msgspec.Raw(b'{"p":2}')],
+        "control_index": 0,
+        "winner_index": None,
+        "targeting": [],
+        "traffic_fraction": 1.0,
         "metric_types": {"reward": "binary"},
     }
     base.update(over)
@@ -31,7 +42,9 @@ def policy_data(**over: object) -> PolicyData:
 
 def decider() -> Decider:
     """A decider with no shared sticky store."""
-    return Decider(codec=DecisionIdCodec(SECRET), log=DecisionLog(max_events=1000), sticky_cache_size=100)
+    return Decider(
+        codec=DecisionIdCodec(SECRET), log=DecisionLog(max_events=1000), sticky_cache_size=100
+    )
 
 
 def test_decision_id_round_trip() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import Parameter
 
@@ -20,7 +19,6 @@ from croupier.admin.schemas import (
 from croupier.admin.service import ExperimentService
 from croupier.optimizer.analysis import read_raw_stats, results_body
 from croupier.web import actor_of, decode_json, require_scope
-
 
 _create = msgspec.json.Decoder(ExperimentCreate)
 _patch = msgspec.json.Decoder(ExperimentPatch)
@@ -64,7 +62,7 @@ class ExperimentController(Controller):
         status: Annotated[str | None, Parameter(max_length=32)] = None,
     ) -> list[ExperimentOut]:
         """All experiments, optionally filtered by status."""
-        return await _service(request).list(status)
+        return await _service(request).list_experiments(status)
 
     @get("/{key:str}", summary="Get an experiment")
     async def get_one(self, request: Request[Any, Any, Any], key: KeyPath) -> ExperimentOut:

@@ -40,8 +40,8 @@ class ExperimentPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Body of `PATCH /v1/experiments/{key}`: only the fields sent change. Arms, metrics,
     policy, sticky and stages can change only in `draft`."""
 
-    name: str | None | UnsetType = UNSET
-    description: str | None | UnsetType = UNSET
+    name: str | UnsetType | None = UNSET
+    description: str | UnsetType | None = UNSET
     policy: PolicyKind | UnsetType = UNSET
     sticky: bool | UnsetType = UNSET
     arms: list[Arm] | UnsetType = UNSET
@@ -54,11 +54,11 @@ class ExperimentPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_exposures_per_arm: int | UnsetType = UNSET
     min_arm_weight: float | UnsetType = UNSET
     p_best_threshold: float | UnsetType = UNSET
-    loss_threshold: float | None | UnsetType = UNSET
-    max_exposures: int | None | UnsetType = UNSET
-    max_duration_s: float | None | UnsetType = UNSET
-    stages: list[Stage] | None | UnsetType = UNSET
-    alerts_url: str | None | UnsetType = UNSET
+    loss_threshold: float | UnsetType | None = UNSET
+    max_exposures: int | UnsetType | None = UNSET
+    max_duration_s: float | UnsetType | None = UNSET
+    stages: list[Stage] | UnsetType | None = UNSET
+    alerts_url: str | UnsetType | None = UNSET
 
 
 class StopRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -23,6 +23,7 @@ from croupier.admin.validation import default_metrics, default_sticky, validate_
 from croupier.decision.policy_cache import PolicyCache
 from croupier.errors import Conflict, Invalid, NotFound, field_error
 from croupier.model import ExperimentSpec, PolicyRemoved, Status
+from croupier.storage.db import Conn
 from croupier.storage.queries import Q
 from croupier.storage.redis_keys import RedisKeys
 from croupier.storage.snapshot import publish_experiment, publish_policy
@@ -32,7 +33,14 @@ logger = logging.getLogger("croupier.admin")
 _spec_decoder = msgspec.json.Decoder(ExperimentSpec)
 _encoder = msgspec.json.Encoder()
 
-STATUSES: tuple[Status, ...] = ("draft", "running", "paused", "completed", "rolled_back", "archived")
+STATUSES: tuple[Status, ...] = (
+    "draft",
+    "running",
+    "paused",
+    "completed",
+    "rolled_back",
+    "archived",
+)
 DEFINITION_FIELDS = ("policy", "sticky", "arms", "metrics", "stages")
 
 # action -> (allowed source states, target state)
@@ -88,7 +96,10 @@ def to_out(row: Any, weights: list[float]) -> ExperimentOut:
 
 
 async def audit(
-    conn: asyncpg.Connection, actor: str, experiment_key: str | None, action: str,
+    conn: Conn,
+    actor: str,
+    experiment_key: str | None,
+    action: str,
     details: dict[str, Any],
 ) -> None:
     """Write one audit entry (inside the caller's transaction)."""
@@ -118,7 +129,7 @@ class ExperimentService:
             self.local.apply(data)
 
     async def _write_definition(
-        self, conn: asyncpg.Connection, experiment_id: int, spec: ExperimentSpec, reason: str
+        self, conn: Conn, experiment_id: int, spec: ExperimentSpec, reason: str
     ) -> None:
         """(Re)write arms, statistics rows and the initial allocation of a draft."""
         await conn.execute(Q["arms_delete"], experiment_id)
@@ -168,8 +179,14 @@ class ExperimentService:
         async with self.pool.acquire() as conn, conn.transaction():
             try:
                 experiment_id = await conn.fetchval(
-                    Q["experiment_insert"], spec.key, spec.name, spec.description, spec.policy,
-                    spec.sticky, secrets.token_hex(16), _encoder.encode(spec).decode(),
+                    Q["experiment_insert"],
+                    spec.key,
+                    spec.name,
+                    spec.description,
+                    spec.policy,
+                    spec.sticky,
+                    secrets.token_hex(16),
+                    _encoder.encode(spec).decode(),
                     0 if spec.policy == "rollout" else None,
                 )
             except asyncpg.UniqueViolationError:
@@ -178,8 +195,13 @@ class ExperimentService:
                     "or PATCH the existing one."
                 ) from None
             await self._write_definition(conn, experiment_id, spec, "created")
-            await audit(conn, actor, spec.key, "create", {"policy": spec.policy,
-                        "arms": [a.key for a in spec.arms]})
+            await audit(
+                conn,
+                actor,
+                spec.key,
+                "create",
+                {"policy": spec.policy, "arms": [a.key for a in spec.arms]},
+            )
         await self._publish(experiment_id)
         logger.info("experiment created key=%s policy=%s actor=%s", spec.key, spec.policy, actor)
         return await self.get(spec.key)
@@ -191,9 +213,10 @@ class ExperimentService:
             if row is None:
                 raise _not_found(key)
             alloc = await conn.fetchrow(Q["allocation_current"], row["id"])
+        assert alloc is not None  # every experiment is created with an allocation
         return to_out(row, list(alloc["weights"]))
 
-    async def list(self, status: str | None) -> list[ExperimentOut]:
+    async def list_experiments(self, status: str | None) -> list[ExperimentOut]:
         """All experiments, optionally of one status."""
         if status is not None and status not in STATUSES:
             raise Invalid(
@@ -241,8 +264,13 @@ class ExperimentService:
                 merged = msgspec.structs.replace(merged, stages=None)
             spec = validate_spec(merged)
             await conn.execute(
-                Q["experiment_update_definition"], row["id"], spec.name, spec.description,
-                spec.policy, spec.sticky, _encoder.encode(spec).decode(),
+                Q["experiment_update_definition"],
+                row["id"],
+                spec.name,
+                spec.description,
+                spec.policy,
+                spec.sticky,
+                _encoder.encode(spec).decode(),
             )
             if definition:
                 await self._write_definition(conn, row["id"], spec, "definition changed")
@@ -305,7 +333,11 @@ class ExperimentService:
                 winner_index = None
                 ended_status = "rolled_back"
             await conn.execute(
-                Q["experiment_set_status"], row["id"], target, ended_status, winner_index,
+                Q["experiment_set_status"],
+                row["id"],
+                target,
+                ended_status,
+                winner_index,
                 f"{action} by {actor}",
             )
             if action in ("stop", "rollback"):
@@ -313,7 +345,9 @@ class ExperimentService:
                 assert served is not None
                 weights = [1.0 if i == served else 0.0 for i in range(len(spec.arms))]
                 await conn.execute(
-                    Q["allocation_insert"], row["id"], weights,
+                    Q["allocation_insert"],
+                    row["id"],
+                    weights,
                     f"{action}: serving {spec.arms[served].key} to everyone",
                 )
             await audit(conn, actor, key, action, details)
@@ -344,8 +378,12 @@ class ExperimentService:
         rows = await self.pool.fetch(Q["audit_list"], experiment, limit)
         return [
             AuditOut(
-                id=r["id"], at=r["at"], actor=r["actor"], experiment=r["experiment_key"],
-                action=r["action"], details=msgspec.json.decode(r["details"]),
+                id=r["id"],
+                at=r["at"],
+                actor=r["actor"],
+                experiment=r["experiment_key"],
+                action=r["action"],
+                details=msgspec.json.decode(r["details"]),
             )
             for r in rows
         ]

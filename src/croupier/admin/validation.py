@@ -64,9 +64,7 @@ def validate_spec(spec: ExperimentSpec) -> ExperimentSpec:
     controls = [i for i, a in enumerate(arms) if a.control]
     if len(controls) != 1:
         e.append(
-            field_error(
-                "arms", f"exactly one arm must have control: true (found {len(controls)})"
-            )
+            field_error("arms", f"exactly one arm must have control: true (found {len(controls)})")
         )
 
     given = [a.weight for a in arms]
@@ -95,12 +93,16 @@ def validate_spec(spec: ExperimentSpec) -> ExperimentSpec:
         e.append(field_error("metrics", f"exactly one metric must be named {PRIMARY_METRIC!r}"))
     for i, m in enumerate(metrics):
         if not KEY_PATTERN.match(m.name):
-            e.append(field_error(f"metrics[{i}].name", f"{m.name!r} must match {KEY_PATTERN.pattern}"))
+            e.append(
+                field_error(f"metrics[{i}].name", f"{m.name!r} must match {KEY_PATTERN.pattern}")
+            )
         if names.count(m.name) > 1 and names.index(m.name) != i:
             e.append(field_error(f"metrics[{i}].name", f"duplicate metric {m.name!r}"))
         tolerances = [t for t in (m.max_degradation, m.max_relative_degradation) if t is not None]
         if m.name == PRIMARY_METRIC and tolerances:
-            e.append(field_error(f"metrics[{i}]", "the primary metric takes no degradation tolerance"))
+            e.append(
+                field_error(f"metrics[{i}]", "the primary metric takes no degradation tolerance")
+            )
         if len(tolerances) > 1:
             e.append(
                 field_error(
@@ -131,27 +133,42 @@ def validate_spec(spec: ExperimentSpec) -> ExperimentSpec:
             elif rule.op in ("gt", "gte", "lt", "lte") and (
                 isinstance(rule.value, bool) or not isinstance(rule.value, int | float | str)
             ):
-                e.append(field_error(f"{where}.value", f"op {rule.op!r} compares numbers or strings"))
+                e.append(
+                    field_error(f"{where}.value", f"op {rule.op!r} compares numbers or strings")
+                )
 
     def in_range(field: str, value: float | None, lo: float, hi: float, text: str) -> None:
         if _finite(e, field, value) and value is not None and not lo <= value <= hi:
             e.append(field_error(field, text))
 
     in_range("traffic_fraction", spec.traffic_fraction, 0.0, 1.0, "must be between 0 and 1")
-    in_range("confidence_level", spec.confidence_level, 0.5, 0.9999, "must be between 0.5 and 0.9999")
+    in_range(
+        "confidence_level", spec.confidence_level, 0.5, 0.9999, "must be between 0.5 and 0.9999"
+    )
     in_range("p_best_threshold", spec.p_best_threshold, 0.5, 1.0, "must be between 0.5 and 1")
     if arms:
         in_range(
-            "min_arm_weight", spec.min_arm_weight, 0.0, 1.0 / len(arms) - 1e-9,
+            "min_arm_weight",
+            spec.min_arm_weight,
+            0.0,
+            1.0 / len(arms) - 1e-9,
             f"must be ≥ 0 and below 1/{len(arms)} (one over the number of arms)",
         )
     if spec.min_exposures_per_arm < 0:
         e.append(field_error("min_exposures_per_arm", "must be ≥ 0"))
-    if _finite(e, "loss_threshold", spec.loss_threshold) and spec.loss_threshold is not None and spec.loss_threshold < 0:
+    if (
+        _finite(e, "loss_threshold", spec.loss_threshold)
+        and spec.loss_threshold is not None
+        and spec.loss_threshold < 0
+    ):
         e.append(field_error("loss_threshold", "must be ≥ 0"))
     if spec.max_exposures is not None and spec.max_exposures < 1:
         e.append(field_error("max_exposures", "must be ≥ 1"))
-    if _finite(e, "max_duration_s", spec.max_duration_s) and spec.max_duration_s is not None and spec.max_duration_s <= 0:
+    if (
+        _finite(e, "max_duration_s", spec.max_duration_s)
+        and spec.max_duration_s is not None
+        and spec.max_duration_s <= 0
+    ):
         e.append(field_error("max_duration_s", "must be > 0"))
     if spec.alerts_url is not None and (
         not re.match(r"^https?://[^\s]+$", spec.alerts_url) or len(spec.alerts_url) > 2048
@@ -178,7 +195,10 @@ def validate_spec(spec: ExperimentSpec) -> ExperimentSpec:
                     )
                 )
             previous = stage.share
-            if _finite(e, f"stages[{i}].min_duration_s", stage.min_duration_s) and stage.min_duration_s < 0:
+            if (
+                _finite(e, f"stages[{i}].min_duration_s", stage.min_duration_s)
+                and stage.min_duration_s < 0
+            ):
                 e.append(field_error(f"stages[{i}].min_duration_s", "must be ≥ 0"))
             if stage.min_exposures < 0:
                 e.append(field_error(f"stages[{i}].min_exposures", "must be ≥ 0"))

@@ -47,29 +47,42 @@ class Decider:
     def _uncounted(self, policy: Policy, unit_id: str, arm: int, reason: str) -> DecideResponse:
         decision_id = self.codec.encode(policy.experiment_id, arm, False, random_nonce())
         self.log.record(
-            decision_id, policy.experiment_id, arm, policy.allocation_id, unit_id, False, reason,
+            decision_id,
+            policy.experiment_id,
+            arm,
+            policy.allocation_id,
+            unit_id,
+            False,
+            reason,
             policy.weights,
         )
         return DecideResponse(
-            decision_id, policy.key, policy.arm_keys[arm], policy.configs[arm],
-            policy.weights[arm], reason,
+            decision_id,
+            policy.key,
+            policy.arm_keys[arm],
+            policy.configs[arm],
+            policy.weights[arm],
+            reason,
         )
 
     def _counted(
         self, policy: Policy, unit_id: str, arm: int, propensity: float, *, sticky_repeat: bool
     ) -> DecideResponse:
-        if policy.sticky:
-            nonce = unit_nonce(policy.salt, unit_id, arm)
-        else:
-            nonce = random_nonce()
+        nonce = unit_nonce(policy.salt, unit_id, arm) if policy.sticky else random_nonce()
         decision_id = self.codec.encode(policy.experiment_id, arm, True, nonce)
         if sticky_repeat:
             reason = "sticky"
         else:
             reason = "allocated"
             self.log.record(
-                decision_id, policy.experiment_id, arm, policy.allocation_id, unit_id, True,
-                reason, policy.weights,
+                decision_id,
+                policy.experiment_id,
+                arm,
+                policy.allocation_id,
+                unit_id,
+                True,
+                reason,
+                policy.weights,
             )
         return DecideResponse(
             decision_id, policy.key, policy.arm_keys[arm], policy.configs[arm], propensity, reason

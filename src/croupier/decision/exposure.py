@@ -42,8 +42,17 @@ class DecisionLog:
             return
         self.recorded += 1
         self.events.append(
-            (decision_id, experiment_id, arm_index, allocation_id, unit_id, counted, reason,
-             time.time(), weights)
+            (
+                decision_id,
+                experiment_id,
+                arm_index,
+                allocation_id,
+                unit_id,
+                counted,
+                reason,
+                time.time(),
+                weights,
+            )
         )
 
     def take(self, limit: int) -> list[DecisionEvent]:

@@ -61,7 +61,8 @@ def make_decide_route(runtime: DecideRuntime) -> ASGIRouteHandler:
     async def decide_route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":  # type: ignore[typeddict-item]
             await respond(
-                send, 405,
+                send,
+                405,
                 error_bytes(405, f"{scope['method']} is not allowed on {DECIDE_PATH}; use POST."),  # type: ignore[typeddict-item]
                 [(b"allow", b"POST")],
             )
@@ -87,7 +88,8 @@ def make_decide_route(runtime: DecideRuntime) -> ASGIRouteHandler:
             more = message.get("more_body", False)
             if len(body) > MAX_DECIDE_BODY_BYTES:
                 await fail(
-                    send, 413,
+                    send,
+                    413,
                     f"The decide body is larger than {MAX_DECIDE_BODY_BYTES} bytes; "
                     "send a smaller `context`.",
                 )
@@ -98,14 +100,17 @@ def make_decide_route(runtime: DecideRuntime) -> ASGIRouteHandler:
             msg = str(exc)
             field = _field_of(msg)
             await fail(
-                send, 422, f"Invalid decide request: {msg}. Send "
+                send,
+                422,
+                f"Invalid decide request: {msg}. Send "
                 '{"experiment": "<key>", "unit_id": "<id>", "context": {...}}.',
                 [{"field": field, "message": msg}],
             )
             return
         except msgspec.DecodeError as exc:
             await fail(
-                send, 400,
+                send,
+                400,
                 f"The request body is not valid JSON ({exc}); send "
                 '{"experiment": "<key>", "unit_id": "<id>", "context": {...}}.',
             )
@@ -114,7 +119,8 @@ def make_decide_route(runtime: DecideRuntime) -> ASGIRouteHandler:
         policy = cache.policies.get(request.experiment)
         if policy is None:
             await fail(
-                send, 404,
+                send,
+                404,
                 f"No experiment with key {request.experiment!r}; create it with "
                 "POST /v1/experiments or check the key.",
             )

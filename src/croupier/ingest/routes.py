@@ -4,10 +4,9 @@ commit through the group-commit buffer, answer 202 only after commit."""
 from __future__ import annotations
 
 import math
-
-import msgspec
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Request, post
 
 from croupier.errors import Conflict, Invalid, field_error
@@ -37,20 +36,23 @@ async def _validate(rt: Runtime, items: list[RewardIn]) -> list[RewardItem]:
         ref = rt.codec.decode(item.decision_id)
         if ref is None:
             raise _invalid(
-                index, "decision_id",
+                index,
+                "decision_id",
                 f"decision_id {item.decision_id!r} is malformed or was not issued by this server.",
             )
         policy = rt.cache.by_id.get(ref.experiment_id) or await rt.policy_for_id(ref.experiment_id)
         if policy is None or ref.arm_index >= len(policy.arm_keys):
             raise _invalid(
-                index, "decision_id",
+                index,
+                "decision_id",
                 f"decision_id {item.decision_id!r} belongs to an experiment that no longer exists.",
             )
         metric_type = policy.metric_types.get(item.metric)
         if metric_type is None:
             known = ", ".join(sorted(policy.metric_types))
             raise _invalid(
-                index, "metric",
+                index,
+                "metric",
                 f"unknown metric {item.metric!r} for experiment {policy.key!r}; "
                 f"it defines: {known}.",
             )
@@ -58,13 +60,20 @@ async def _validate(rt: Runtime, items: list[RewardIn]) -> list[RewardItem]:
             raise _invalid(index, "value", "value must be a finite number (not NaN or infinity).")
         if metric_type == "binary" and item.value not in (0.0, 1.0):
             raise _invalid(
-                index, "value",
+                index,
+                "value",
                 f"metric {item.metric!r} is binary: value must be 0 or 1, got {item.value!r}.",
             )
         out.append(
             RewardItem(
-                item.decision_id, item.metric, ref.experiment_id, ref.arm_index, ref.counted,
-                float(item.value), item.idempotency_key, index,
+                item.decision_id,
+                item.metric,
+                ref.experiment_id,
+                ref.arm_index,
+                ref.counted,
+                float(item.value),
+                item.idempotency_key,
+                index,
             )
         )
     return out

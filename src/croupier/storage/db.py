@@ -7,9 +7,13 @@ from typing import Any
 
 import asyncpg
 
+# A connection as handed out by the pool, or a plain one; queries accept either.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Executor = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
+
 # Errors that mean PostgreSQL cannot be reached or is going away, as opposed to a bug or a
 # constraint violation. Requests that need the database answer 503 on these.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
@@ -22,8 +26,11 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
 )
 
+# Any database failure a background loop survives (unavailability or a server-side error).
+DB_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
+
 # Errors after which a transaction is simply retried.
-RETRY_ERRORS: tuple[type[BaseException], ...] = (
+RETRY_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
 )

@@ -8,14 +8,16 @@ counted decision, the weight of every arm in the allocation the decision was mad
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
 import asyncpg
 
 from croupier.decision.exposure import DecisionEvent, DecisionLog
-from croupier.storage.db import RETRY_ERRORS, UNAVAILABLE_ERRORS
+from croupier.storage.db import DB_ERRORS, RETRY_ERRORS
 from croupier.storage.queries import Q
 
 logger = logging.getLogger("croupier.decisions")
@@ -58,6 +60,9 @@ async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> in
     raise RuntimeError("decision batch kept deadlocking; giving up after 5 attempts")
 
 
+_WRITE_ERRORS: tuple[type[Exception], ...] = (*DB_ERRORS, RuntimeError)
+
+
 class DecisionWriter:
     """Owns the flush task of one process's decision log."""
 
@@ -87,14 +92,16 @@ class DecisionWriter:
                 if self.last_error is not None:
                     logger.info("decision log writes resumed (%s buffered)", len(self.log))
                     self.last_error = None
-            except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError, RuntimeError) as exc:
+            except _WRITE_ERRORS as exc:
                 self.log.put_back(batch)
                 self.failures += 1
                 if self.last_error is None:
                     logger.error(
                         "decision log write failed (%s); buffering up to %s events, "
                         "dropped so far: %s",
-                        exc, self.log.max_events, self.log.dropped,
+                        exc,
+                        self.log.max_events,
+                        self.log.dropped,
                     )
                 self.last_error = str(exc)
                 return False
@@ -103,10 +110,8 @@ class DecisionWriter:
     async def _run(self) -> None:
         backoff = self.flush_interval_s
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
             ok = await self.flush_once()
             backoff = self.flush_interval_s if ok else min(max(backoff * 2, 0.2), 2.0)
 
@@ -115,9 +120,9 @@ class DecisionWriter:
         self._stop.set()
         if self._task is not None:
             await self._task
-        try:
-            async with asyncio.timeout(timeout_s):
-                while len(self.log) and await self.flush_once() is False:
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
+        deadline = time.monotonic() + timeout_s
+        while len(self.log) and time.monotonic() < deadline:
+            if not await self.flush_once():
+                await asyncio.sleep(0.2)  # PostgreSQL unavailable: retry until the deadline
+        if len(self.log):
             logger.error("shutdown: %s decision events could not be written", len(self.log))

@@ -10,6 +10,7 @@ Two sources, both always on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -19,7 +20,7 @@ import redis.asyncio as aioredis
 from croupier.auth import KeyCache
 from croupier.decision.policy_cache import PolicyCache
 from croupier.model import PolicyData, PolicyRemoved
-from croupier.storage.db import UNAVAILABLE_ERRORS
+from croupier.storage.db import DB_ERRORS
 from croupier.storage.queries import Q
 from croupier.storage.redis_keys import RedisKeys
 from croupier.storage.snapshot import load_keys, load_policies, message_decoder
@@ -105,7 +106,7 @@ class SnapshotFeed:
                 if failing:
                     logger.info("snapshot polling of PostgreSQL resumed")
                 failing = False
-            except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+            except DB_ERRORS as exc:
                 if not failing:
                     logger.warning("snapshot polling failed, serving the last snapshot: %s", exc)
                 failing = True
@@ -124,7 +125,7 @@ class SnapshotFeed:
     async def _reload_keys(self) -> None:
         try:
             self.keys.replace_all(await load_keys(self.pool))
-        except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+        except DB_ERRORS as exc:
             logger.warning("could not reload API keys: %s", exc)
 
     async def _subscribe(self) -> None:
@@ -138,10 +139,8 @@ class SnapshotFeed:
                 self.redis_connected = True
                 backoff = 0.2
                 # anything published while we were not subscribed is caught by a sync
-                try:
+                with contextlib.suppress(*DB_ERRORS):  # the poller reports PostgreSQL trouble
                     await self.sync()
-                except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
-                    pass  # the poller reports PostgreSQL trouble
                 while not self._stop.is_set():
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None or message.get("type") != "message":
@@ -163,6 +162,6 @@ class SnapshotFeed:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 except Exception:
                     logger.debug("pubsub close failed", exc_info=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+from croupier.storage.db import Conn
+
 logger = logging.getLogger("croupier.migrate")
 
 MIGRATION_LOCK_ID = 0x43524F55  # "CROU": serialises concurrent migrators
@@ -58,7 +60,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
+async def migrate(conn: Conn, directory: Path | None = None) -> list[str]:
     """Apply pending migrations; returns the names applied. Safe to run concurrently."""
     migrations = load_migrations(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)

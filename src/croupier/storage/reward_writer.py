@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from croupier.storage.db import RETRY_ERRORS
+from croupier.storage.db import RETRY_ERRORS, Conn
 from croupier.storage.queries import Q
 
 
@@ -29,7 +29,7 @@ class RewardItem(NamedTuple):
     counted: bool
     value: float
     idempotency_key: str | None
-    index: int  # position in its request, for error messages
+    position: int  # index in its request, for error messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,9 @@ class _Race(Exception):
     """Another process wrote a conflicting value between our read and our insert; redo."""
 
 
+_RETRYABLE: tuple[type[Exception], ...] = (_Race, *RETRY_ERRORS)
+
+
 def _plan(
     requests: list[list[RewardItem]],
     stored: dict[tuple[str, str], float],
@@ -75,8 +78,10 @@ def _plan(
         for item in items:
             if item.experiment_id not in live_experiments:
                 refused = Refused(
-                    422, f"Item {item.index}: the experiment of this decision was deleted.",
-                    item.index, "decision_id",
+                    422,
+                    f"Item {item.position}: the experiment of this decision was deleted.",
+                    item.position,
+                    "decision_id",
                 )
                 break
             key = (item.decision_id, item.metric)
@@ -89,10 +94,11 @@ def _plan(
             else:
                 refused = Refused(
                     409,
-                    f"Item {item.index}: decision {item.decision_id} already has {item.metric}"
+                    f"Item {item.position}: decision {item.decision_id} already has {item.metric}"
                     f"={prior!r}; a reward can be set once per decision and metric "
                     f"(this request sent {item.value!r}).",
-                    item.index, "value",
+                    item.position,
+                    "value",
                 )
                 break
         if refused is not None:
@@ -107,15 +113,13 @@ def _plan(
     return outcomes, new_items, duplicates
 
 
-async def _attempt(conn: asyncpg.Connection, requests: list[list[RewardItem]]) -> list[Outcome]:
+async def _attempt(conn: Conn, requests: list[list[RewardItem]]) -> list[Outcome]:
     all_items = [it for items in requests for it in items]
     keys = list({(it.decision_id, it.metric) for it in all_items})
     rows = await conn.fetch(Q["reward_existing"], [k[0] for k in keys], [k[1] for k in keys])
     stored = {(r["decision_id"], r["metric"]): r["value"] for r in rows}
     exp_ids = list({it.experiment_id for it in all_items})
-    live = {
-        r["id"] for r in await conn.fetch(Q["experiments_existing"], exp_ids)
-    }
+    live = {r["id"] for r in await conn.fetch(Q["experiments_existing"], exp_ids)}
     outcomes, new_items, duplicates = _plan(requests, stored, live)
     fresh = [it for items in new_items for it in items]
     if fresh:
@@ -142,8 +146,12 @@ async def _attempt(conn: asyncpg.Connection, requests: list[list[RewardItem]]) -
             ks = sorted(agg)
             await conn.execute(
                 Q["metric_stats_add"],
-                [k[0] for k in ks], [k[1] for k in ks], [k[2] for k in ks],
-                [int(agg[k][0]) for k in ks], [agg[k][1] for k in ks], [agg[k][2] for k in ks],
+                [k[0] for k in ks],
+                [k[1] for k in ks],
+                [k[2] for k in ks],
+                [int(agg[k][0]) for k in ks],
+                [agg[k][1] for k in ks],
+                [agg[k][2] for k in ks],
             )
     final: list[Outcome] = []
     for outcome, items, dup in zip(outcomes, new_items, duplicates, strict=True):
@@ -157,6 +165,6 @@ async def write_rewards(pool: asyncpg.Pool, requests: list[list[RewardItem]]) ->
         try:
             async with pool.acquire() as conn, conn.transaction():
                 return await _attempt(conn, requests)
-        except (_Race, *RETRY_ERRORS):
+        except _RETRYABLE:
             await asyncio.sleep(0.005 * (attempt + 1))
     raise RuntimeError("reward batch kept racing with other writers; giving up after 8 attempts")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
 from croupier.auth import KeyEntry
 from croupier.model import ExperimentSpec, PolicyData, PolicyRemoved
+from croupier.storage.db import Executor
 from croupier.storage.queries import Q
 from croupier.storage.redis_keys import RedisKeys
 
@@ -46,15 +46,13 @@ def policy_from_row(row: Any) -> PolicyData:
     )
 
 
-async def load_policies(
-    conn: asyncpg.Connection | asyncpg.Pool, ids: list[int] | None = None
-) -> list[PolicyData]:
+async def load_policies(conn: Executor, ids: list[int] | None = None) -> list[PolicyData]:
     """Policy data for the given experiments (all when `ids` is None)."""
     rows = await conn.fetch(Q["policy_rows"], ids)
     return [policy_from_row(r) for r in rows]
 
 
-async def load_keys(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, KeyEntry]:
+async def load_keys(conn: Executor) -> dict[str, KeyEntry]:
     """The whole API key table (small) as cache entries."""
     rows = await conn.fetch(Q["key_all"])
     return {r["id"]: KeyEntry(r["scope"], bytes(r["secret_hash"]), r["revoked"]) for r in rows}
@@ -81,7 +79,7 @@ async def publish_policy(
 
 
 async def publish_experiment(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     redis: aioredis.Redis | None,
     keys: RedisKeys,
     experiment_id: int,
