@@ -218,3 +218,43 @@ SELECT (SELECT count(*) FROM experiments) AS n_exp,
 
 -- name: change_version_next
 SELECT nextval('change_version');
+
+-- optimizer
+
+-- name: optimizer_try_lock
+-- Leader election: a session advisory lock held on the leader's dedicated connection.
+SELECT pg_try_advisory_lock($1::bigint);
+
+-- name: optimizer_unlock
+SELECT pg_advisory_unlock($1::bigint);
+
+-- name: optimizer_running
+-- What one optimizer cycle needs of every running experiment.
+SELECT e.id, e.key, e.policy, e.settings::text AS settings, e.stage_index, e.stage_started_at,
+       e.stage_exposures_base, e.disabled_arms, e.started_at, e.version
+FROM experiments e
+WHERE e.status = 'running'
+ORDER BY e.id;
+
+-- name: optimizer_lock_experiment
+-- Re-check, inside the change's transaction, that the experiment is still running as it was
+-- when the change was computed (an admin action racing the optimizer wins).
+SELECT e.id, e.status, e.stage_index, e.disabled_arms,
+       (SELECT a.id FROM allocations a WHERE a.experiment_id = e.id ORDER BY a.id DESC LIMIT 1)
+           AS allocation_id
+FROM experiments e WHERE e.id = $1 FOR UPDATE;
+
+-- name: optimizer_set_stage
+UPDATE experiments
+SET stage_index = $2, stage_started_at = $3, stage_exposures_base = $4,
+    version = nextval('change_version'), updated_at = now()
+WHERE id = $1;
+
+-- name: optimizer_set_disabled
+UPDATE experiments
+SET disabled_arms = $2::smallint[], status_reason = $3,
+    version = nextval('change_version'), updated_at = now()
+WHERE id = $1;
+
+-- name: optimizer_total_exposures
+SELECT coalesce(sum(exposures), 0)::bigint FROM arm_stats WHERE experiment_id = $1;
