@@ -1,0 +1,43 @@
+# One Makefile that a new user, pre-commit and CI all call.
+# Needs only Python >= 3.11: the first target run creates .venv and installs Croupier into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: all serve test test-fast lint typecheck format clean
+
+all: lint typecheck test
+
+$(BIN)/croupier: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+## Start the server on the embedded PostgreSQL and Redis (data in ./.croupier).
+serve: $(BIN)/croupier
+	$(BIN)/croupier serve
+
+## The whole test suite (unit, integration against real PostgreSQL + Redis, simulations).
+## Embedded servers by default; set CROUPIER_TEST_DATABASE_URL / CROUPIER_TEST_REDIS_URL to use running ones.
+test: $(BIN)/croupier
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Everything except the slow process-level tests and the simulations.
+test-fast: $(BIN)/croupier
+	$(BIN)/python -m pytest -q -m "not slow and not simulation" $(PYTEST_ARGS)
+
+lint: $(BIN)/croupier
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src/croupier/decision src/croupier/ingest src/croupier/stats
+
+typecheck: $(BIN)/croupier
+	$(BIN)/mypy
+
+format: $(BIN)/croupier
+	$(BIN)/ruff format src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
