@@ -233,6 +233,8 @@ def keys_create(
         key_id, key = asyncio.run(
             _with_conn(ready.database_url, lambda c: create_key(c, scope, name))
         )
+        with contextlib.suppress(Exception):  # running servers also poll within a second
+            asyncio.run(_notify_keys_changed(ready))
     click.echo(f"created {scope} key {key_id}" + (f" ({name})" if name else ""), err=True)
     click.echo(key)
 
