@@ -138,9 +138,7 @@ class Decider:
         propensity = policy.weights[arm]
         claimed = await self.sticky_claim(policy, unit_id, arm, propensity)
         repeat = False
-        if claimed is not None:
+        if claimed is not None and claimed[0] < len(policy.arm_keys):
             arm, propensity, repeat = claimed
-            if arm >= len(policy.arm_keys):  # arms cannot change outside draft; be safe
-                arm, propensity, repeat = pick(policy.cum_weights, 0.0), policy.weights[0], False
         self._remember((policy.experiment_id, unit_id), arm, propensity)
         return self._counted(policy, unit_id, arm, propensity, sticky_repeat=repeat)

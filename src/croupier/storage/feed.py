@@ -52,6 +52,7 @@ class SnapshotFeed:
         self._fingerprint: tuple[object, ...] | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def load_all(self) -> None:
         """Initial full load (raises if PostgreSQL is unreachable)."""
@@ -114,7 +115,11 @@ class SnapshotFeed:
     def _apply(self, channel: str, payload: bytes) -> None:
         if channel == self.redis_keys.keys_channel:
             # the message only says "changed"; reload the (small) key table right away
-            asyncio.get_running_loop().create_task(self._reload_keys(), name="croupier-keys-reload")
+            task = asyncio.get_running_loop().create_task(
+                self._reload_keys(), name="croupier-keys-reload"
+            )
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
             return
         message = message_decoder.decode(payload)
         if isinstance(message, PolicyRemoved):
