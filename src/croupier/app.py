@@ -26,6 +26,7 @@ from litestar.openapi.spec import (
 
 from croupier import __version__
 from croupier.admin.routes import REQUEST_BODIES, ExperimentController, audit_log
+from croupier.admin.stats_routes import STATS_REQUEST_BODIES, post_sample_size
 from croupier.decision.routes import DECIDE_PATH, make_decide_route
 from croupier.decision.schemas import DecideRequest, DecideResponse
 from croupier.errors import error_to_response
@@ -93,6 +94,7 @@ def _document_bodies(app: Litestar) -> None:
     schema = app.openapi_schema
     bodies: dict[tuple[str, str], Any] = {
         **REQUEST_BODIES,
+        **STATS_REQUEST_BODIES,
         ("/v1/rewards", "post"): RewardBody,
         (DECIDE_PATH, "post"): DecideRequest,
     }
@@ -169,7 +171,7 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[
             decide_route, post_rewards, ExperimentController, audit_log, healthz, readyz,
-            openapi_json, openapi_json_file,
+            openapi_json, openapi_json_file, post_sample_size,
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: error_to_response},

@@ -14,10 +14,11 @@ from croupier.admin.schemas import (
     ExperimentCreate,
     ExperimentOut,
     ExperimentPatch,
+    ResultsOut,
     StopRequest,
 )
 from croupier.admin.service import ExperimentService
-from croupier.optimizer.analysis import read_raw_stats, results_body
+from croupier.optimizer.evaluate import evaluate, results_out
 from croupier.web import actor_of, decode_json, require_scope
 
 _create = msgspec.json.Decoder(ExperimentCreate)
@@ -122,10 +123,9 @@ class ExperimentController(Controller):
         return await _service(request).allocations(key)
 
     @get("/{key:str}/results", summary="Results")
-    async def results(self, request: Request[Any, Any, Any], key: KeyPath) -> dict[str, Any]:
+    async def results(self, request: Request[Any, Any, Any], key: KeyPath) -> ResultsOut:
         """Per-arm statistics, comparisons, guardrails, SRM and the recommendation."""
-        raw = await read_raw_stats(request.app.state.runtime.pool, key)
-        return results_body(raw)
+        return results_out(await evaluate(request.app.state.runtime.pool, key))
 
 
 @get("/v1/audit", guards=[require_scope("admin")], tags=["audit"], summary="Audit log")

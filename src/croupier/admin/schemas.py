@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from croupier.model import Arm, Metric, PolicyKind, Rule, Stage, Status
+from croupier.model import Arm, Direction, Metric, MetricType, PolicyKind, Rule, Stage, Status
 
 
 class ExperimentCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -135,3 +135,78 @@ class ArmResult(msgspec.Struct, kw_only=True):
     ci: list[float] | None = None
     p_best: float | None = None
     expected_loss: float | None = None
+
+
+class MetricInfo(msgspec.Struct, kw_only=True):
+    """The metric the results are about."""
+
+    name: str
+    type: MetricType
+    direction: Direction
+
+
+class ComparisonResult(msgspec.Struct, kw_only=True):
+    """One arm against the control on the primary metric (null where undefined)."""
+
+    arm: str
+    vs: str
+    diff: float | None
+    diff_ci: list[float] | None
+    lift: float | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    sequential_p_value: float
+    significant: bool
+
+
+class GuardrailResult(msgspec.Struct, kw_only=True):
+    """One arm against the control on one guardrail metric (one-sided, beyond tolerance)."""
+
+    metric: str
+    arm: str
+    vs: str
+    diff: float | None
+    p_value: float | None
+    sequential_p_value: float
+    breached: bool
+
+
+class SrmOut(msgspec.Struct, kw_only=True):
+    """Sample-ratio-mismatch check: chi-square of exposures against expected exposures."""
+
+    p_value: float | None
+    flag: bool
+
+
+class RecommendationOut(msgspec.Struct, kw_only=True):
+    """What the optimizer would do now, and why."""
+
+    action: Literal["continue", "stop", "rollback"]
+    arm: str | None
+    reason: str
+
+
+class MetricArms(msgspec.Struct, kw_only=True):
+    """Per-arm data of one metric (the `metrics` map of the results)."""
+
+    type: MetricType
+    direction: Direction
+    arms: list[ArmResult]
+
+
+class ResultsOut(msgspec.Struct, kw_only=True):
+    """`GET /v1/experiments/{key}/results` (SPEC §3); `seed` reproduces p_best/expected_loss."""
+
+    experiment: str
+    status: Status
+    policy: PolicyKind
+    confidence_level: float
+    computed_at: datetime
+    metric: MetricInfo
+    arms: list[ArmResult]
+    comparisons: list[ComparisonResult]
+    guardrails: list[GuardrailResult]
+    srm: SrmOut
+    recommendation: RecommendationOut
+    seed: int
+    metrics: dict[str, MetricArms]

@@ -231,8 +231,11 @@ SELECT pg_advisory_unlock($1::bigint);
 -- name: optimizer_running
 -- What one optimizer cycle needs of every running experiment.
 SELECT e.id, e.key, e.policy, e.settings::text AS settings, e.stage_index, e.stage_started_at,
-       e.stage_exposures_base, e.disabled_arms, e.started_at, e.version
+       e.stage_exposures_base, e.disabled_arms, e.started_at, e.version, a.id AS allocation_id
 FROM experiments e
+JOIN LATERAL (
+    SELECT id FROM allocations WHERE experiment_id = e.id ORDER BY id DESC LIMIT 1
+) a ON true
 WHERE e.status = 'running'
 ORDER BY e.id;
 
@@ -258,3 +261,31 @@ WHERE id = $1;
 
 -- name: optimizer_total_exposures
 SELECT coalesce(sum(exposures), 0)::bigint FROM arm_stats WHERE experiment_id = $1;
+
+-- results/sequential (statistics wiring)
+
+-- name: sequential_states
+-- The stored always-valid p-values (running minima) of every comparison of an experiment.
+SELECT metric, arm_index, kind, p_value FROM sequential_state WHERE experiment_id = $1;
+
+-- name: sequential_merge
+-- Fold new p-values into the running minima and return the merged values. Rows are written in
+-- key order so concurrent merges lock them in the same order; an experiment deleted meanwhile
+-- is skipped.
+INSERT INTO sequential_state (experiment_id, metric, arm_index, kind, p_value)
+SELECT $1, v.metric, v.arm_index, v.kind, v.p_value
+FROM unnest($2::text[], $3::smallint[], $4::text[], $5::float8[])
+     AS v(metric, arm_index, kind, p_value)
+WHERE EXISTS (SELECT 1 FROM experiments e WHERE e.id = $1)
+ORDER BY v.metric, v.arm_index, v.kind
+ON CONFLICT (experiment_id, metric, arm_index, kind) DO UPDATE
+SET p_value = LEAST(sequential_state.p_value, EXCLUDED.p_value),
+    updated_at = CASE WHEN EXCLUDED.p_value < sequential_state.p_value THEN now()
+                      ELSE sequential_state.updated_at END
+RETURNING metric, arm_index, kind, p_value;
+
+-- name: results_experiment
+-- The experiment row as the statistics need it, with the optimizer's state (migration 0002).
+SELECT id, status, settings::text AS settings, stage_index, stage_started_at, started_at,
+       stage_exposures_base, disabled_arms
+FROM experiments WHERE key = $1;
