@@ -7,7 +7,9 @@ Served by the same ASGI server, worker count and CPU pinning as Croupier, so tha
 
 from __future__ import annotations
 
-from litestar import Litestar, get
+from typing import Any
+
+from litestar import Litestar, Request, get, post
 
 
 @get("/ping")
@@ -16,4 +18,14 @@ async def ping() -> dict[str, str]:
     return {"status": "ok"}
 
 
-app = Litestar(route_handlers=[ping], debug=False)
+@post("/echo", status_code=200)
+async def echo(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """A secondary baseline: read a POST body (the decide body) and answer a small JSON dict.
+
+    Separates the cost of receiving a request body from what Croupier does with it.
+    """
+    body = await request.body()
+    return {"status": "ok", "bytes": len(body)}
+
+
+app = Litestar(route_handlers=[ping, echo], debug=False)

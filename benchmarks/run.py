@@ -24,6 +24,7 @@ import os
 import platform
 import random
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -105,7 +106,7 @@ class TreeMonitor:
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
         self.peak_rss: dict[int, int] = {}
-        self.roles: dict[int, str] = {}
+        self.seen_children = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-monitor", daemon=True)
 
@@ -133,10 +134,11 @@ class TreeMonitor:
             except psutil.Error:
                 continue
             self.peak_rss[p.pid] = max(rss, self.peak_rss.get(p.pid, 0))
-            if p.pid not in self.roles:
-                self.roles[p.pid] = "supervisor" if p.pid == self.root.pid else "worker"
-        if len(procs) == 1:  # a single-process server: the root is the worker
-            self.roles[self.root.pid] = "worker"
+        self.seen_children = self.seen_children or len(procs) > 1
+
+    def role(self, pid: int) -> str:
+        """A server with child processes is a supervisor plus workers; else one worker."""
+        return "supervisor" if pid == self.root.pid and self.seen_children else "worker"
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -159,11 +161,11 @@ class TreeMonitor:
         return total
 
     def worker_pids(self) -> list[int]:
-        return [p.pid for p in self.processes() if self.roles.get(p.pid) == "worker"]
+        return [p.pid for p in self.processes() if self.role(p.pid) == "worker"]
 
     def report(self) -> dict[str, Any]:
-        workers = {pid: rss for pid, rss in self.peak_rss.items() if self.roles.get(pid) == "worker"}
-        sup = {pid: rss for pid, rss in self.peak_rss.items() if self.roles.get(pid) == "supervisor"}
+        workers = {pid: rss for pid, rss in self.peak_rss.items() if self.role(pid) == "worker"}
+        sup = {pid: rss for pid, rss in self.peak_rss.items() if self.role(pid) == "supervisor"}
         return {
             "peak_rss_mib_per_worker": [round(r / 2**20, 1) for r in workers.values()],
             "peak_rss_mib_worker_max": round(max(workers.values(), default=0) / 2**20, 1),
@@ -228,6 +230,17 @@ class Server:
         return self.monitor.report()
 
 
+def _service_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of the PostgreSQL and Redis processes on this machine."""
+    out = {"postgres": 0.0, "redis": 0.0}
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        name = p.info["name"] or ""
+        kind = "postgres" if name.startswith("postgres") else "redis" if "redis" in name else None
+        if kind and p.info["cpu_times"] is not None:
+            out[kind] += p.info["cpu_times"].user + p.info["cpu_times"].system
+    return out
+
+
 def run_wrk(
     script: str, url: str, *, duration_s: float, connections: int, pinning: Pinning,
     args: list[str] | None = None, env: dict[str, str] | None = None,
@@ -242,12 +255,19 @@ def run_wrk(
     if args:
         cmd += ["--", *args]
     cpu0 = monitor.cpu_seconds() if monitor else 0.0
+    cores0 = psutil.cpu_times(percpu=True)
+    svc0 = _service_cpu_seconds()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     done = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
     )
     wall = time.monotonic() - t0
     cpu1 = monitor.cpu_seconds() if monitor else 0.0
+    cores1 = psutil.cpu_times(percpu=True)
+    svc1 = _service_cpu_seconds()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / wall
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -273,10 +293,24 @@ def run_wrk(
             out[k] = raw[k]
     if monitor is not None:
         out["server_cpu_cores_busy"] = round((cpu1 - cpu0) / wall, 2)
+    out["postgres_cpu_cores_busy"] = round((svc1["postgres"] - svc0["postgres"]) / wall, 2)
+    out["redis_cpu_cores_busy"] = round((svc1["redis"] - svc0["redis"]) / wall, 2)
+    out["per_core_busy"] = [
+        round(1 - (b.idle + b.iowait - a.idle - a.iowait) / max(1e-9, sum(b) - sum(a)), 2)
+        for a, b in zip(cores0, cores1, strict=True)
+    ]
+    out["wrk_cpu_cores_busy"] = round(wrk_cpu, 2)
+    if monitor is not None:
+        # what else ran on the machine meanwhile (other people's tests, ...): a noise gauge
+        out["other_cpu_cores_busy"] = round(
+            sum(out["per_core_busy"]) - out["server_cpu_cores_busy"] - wrk_cpu
+            - out["postgres_cpu_cores_busy"] - out["redis_cpu_cores_busy"], 2)
     if env and env.get("WRK_MEAN_DELAY_MS"):
         out["mean_think_ms"] = float(env["WRK_MEAN_DELAY_MS"])
     log(f"  {label or script}: {out['req_per_s']:.0f} req/s  p50 {out['p50_ms']:.2f} ms  "
-        f"p99 {out['p99_ms']:.2f} ms  non-2xx {out['non_2xx']}")
+        f"p99 {out['p99_ms']:.2f} ms  non-2xx {out['non_2xx']}  "
+        f"cpu: server {out.get('server_cpu_cores_busy', '-')} wrk {out['wrk_cpu_cores_busy']} "
+        f"pg {out['postgres_cpu_cores_busy']} other {out.get('other_cpu_cores_busy', '-')}")
     return out
 
 
@@ -468,6 +502,17 @@ def fresh_services(args: argparse.Namespace) -> Iterator[dict[str, str]]:
 # --------------------------------------------------------------------------- the run
 
 
+def export_ref(ref: str, into: Path) -> tuple[str, Path]:
+    """`src/` and `migrations/` of a git ref, exported so that concurrent edits of the
+    checkout cannot change the code under test mid-run; returns (commit, src dir)."""
+    commit = subprocess.run(["git", "rev-parse", ref], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", commit, "src", "migrations"], cwd=REPO,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return commit, into / "src"
+
+
 @dataclass
 class Context:
     args: argparse.Namespace
@@ -503,106 +548,163 @@ def scan_log(text: str) -> dict[str, Any]:
     return {"suspicious_lines": len(hits), "first_lines": hits[:15]}
 
 
-def measure_baseline(ctx: Context, server: str) -> dict[str, Any]:
-    a = ctx.args
+def start_baseline(ctx: Context, server: str) -> tuple[Server, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(HERE)}
-    srv = Server(f"baseline/{server}", baseline_cmd(server, port, a.workers), env=env, cwd=HERE,
-                 log_path=ctx.logs / f"baseline-{server}.log", pinning=ctx.pinning)
+    srv = Server(f"baseline/{server}", baseline_cmd(server, port, ctx.args.workers),
+                 env=env, cwd=HERE, log_path=ctx.logs / f"baseline-{server}.log",
+                 pinning=ctx.pinning)
     srv.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        srv.wait_http(f"{url}/ping")
-        run_wrk("ping.lua", url, duration_s=2, connections=a.connections, pinning=ctx.pinning,
-                label="ping warm-up")
-        sat = run_wrk("ping.lua", url, duration_s=a.duration, connections=a.connections,
-                      pinning=ctx.pinning, monitor=srv.monitor, label=f"ping {server}")
-    finally:
-        mem = srv.stop()
-    return {"ping": sat, **mem, "log": scan_log(srv.log_text())}
+    url = f"http://127.0.0.1:{port}"
+    srv.wait_http(f"{url}/ping")
+    return srv, url
 
 
-def measure_croupier(ctx: Context, server: str, *, full: bool) -> dict[str, Any]:
+def start_croupier(ctx: Context, server: str) -> tuple[Server, str]:
     a = ctx.args
     port = free_port()
     env = {**os.environ, **ctx.env, "CROUPIER_LOG_LEVEL": "INFO"}
     srv = Server(f"croupier/{server}", croupier_cmd(server, port, a.workers), env=env, cwd=REPO,
                  log_path=ctx.logs / f"croupier-{server}.log", pinning=ctx.pinning)
     url = f"http://127.0.0.1:{port}"
-    result: dict[str, Any] = {}
     srv.start()
+    srv.wait_http(f"{url}/healthz", timeout_s=120)
+    if ctx.admin_key is None:
+        m = re.search(r"crp_[A-Za-z0-9_-]+", srv.log_text())
+        if not m:
+            raise RuntimeError("no bootstrap admin key in the server log")
+        ctx.admin_key = m.group(0)
+        ctx.experiments = load_state(url, ctx.admin_key, a.experiments)
+        ctx.experiments_file = ctx.logs / "experiments.txt"
+        ctx.experiments_file.write_text("\n".join(ctx.experiments) + "\n")
+        done = subprocess.run(
+            [str(BIN / "croupier"), "keys", "create", "--scope", "decide", "--name", "bench"],
+            env=env, cwd=REPO, capture_output=True, text=True, check=True,
+        )
+        ctx.decide_key = done.stdout.strip().splitlines()[-1]
+        log(f"loaded {len(ctx.experiments)} running experiments; created a decide key")
+    assert ctx.decide_key is not None
+    wait_decidable(url, ctx.decide_key, ctx.experiments)
+    return srv, url
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median req/s (runs are kept whole so latencies stay consistent)."""
+    ordered = sorted(runs, key=lambda r: r["req_per_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rounds_req_per_s"] = [r["req_per_s"] for r in runs]
+    chosen["rounds_other_cpu_cores_busy"] = [r.get("other_cpu_cores_busy") for r in runs]
+    return chosen
+
+
+def measure_server(ctx: Context, server: str, *, full: bool) -> dict[str, Any]:
+    """Croupier and the baseline on one server kind, both up at once on the same cores;
+    wrk alternates between them round by round so drift hits both alike."""
+    a = ctx.args
+    result: dict[str, Any] = {"croupier": {}, "baseline": {}}
+    servers: list[Server] = []
     try:
-        srv.wait_http(f"{url}/healthz", timeout_s=120)
-        if ctx.admin_key is None:
-            m = re.search(r"crp_[A-Za-z0-9_-]+", srv.log_text())
-            if not m:
-                raise RuntimeError("no bootstrap admin key in the server log")
-            ctx.admin_key = m.group(0)
-            ctx.experiments = load_state(url, ctx.admin_key, a.experiments)
-            ctx.experiments_file = ctx.logs / "experiments.txt"
-            ctx.experiments_file.write_text("\n".join(ctx.experiments) + "\n")
-            done = subprocess.run(
-                [str(BIN / "croupier"), "keys", "create", "--scope", "decide", "--name", "bench"],
-                env=env, cwd=REPO, capture_output=True, text=True, check=True,
-            )
-            ctx.decide_key = done.stdout.strip().splitlines()[-1]
-            log(f"loaded {len(ctx.experiments)} running experiments; created a decide key")
-        assert ctx.decide_key is not None and ctx.experiments_file is not None
-        wait_decidable(url, ctx.decide_key, ctx.experiments)
-        mon = srv.monitor
+        csrv, curl = start_croupier(ctx, server)
+        servers.append(csrv)
+        bsrv, burl = start_baseline(ctx, server)
+        servers.append(bsrv)
+        assert ctx.experiments_file is not None
         dargs = [f"key={ctx.decide_key}", f"experiments={ctx.experiments_file}"]
-        common = {"connections": a.connections, "pinning": ctx.pinning, "args": dargs}
-        run_wrk("decide.lua", url, duration_s=3, label="decide warm-up", **common)
-        sat = run_wrk("decide.lua", url, duration_s=a.duration, monitor=mon,
-                      label=f"decide {server} saturated", **common)
-        result["decide"] = sat
-        if a.profile and shutil.which("py-spy") and mon is not None:
-            result["profile"] = profile_decide(ctx, url, mon, dargs, server)
+        common: dict[str, Any] = {"connections": a.connections, "pinning": ctx.pinning}
+        run_wrk("decide.lua", curl, duration_s=3, args=dargs, label="decide warm-up", **common)
+        run_wrk("ping.lua", burl, duration_s=2, label="ping warm-up", **common)
+        pings, decides, echoes = [], [], []
+        for r in range(a.rounds):
+            pings.append(run_wrk("ping.lua", burl, duration_s=a.duration, monitor=bsrv.monitor,
+                                 label=f"[{r + 1}/{a.rounds}] ping {server}", **common))
+            decides.append(run_wrk("decide.lua", curl, duration_s=a.duration, args=dargs,
+                                   monitor=csrv.monitor,
+                                   label=f"[{r + 1}/{a.rounds}] decide {server} saturated",
+                                   **common))
+            if full:
+                echoes.append(run_wrk("decide.lua", burl, duration_s=a.duration,
+                                      monitor=bsrv.monitor, args=[*dargs, "path=/echo"],
+                                      label=f"[{r + 1}/{a.rounds}] POST /echo {server}", **common))
+        result["baseline"]["ping"] = median_run(pings)
+        if echoes:
+            result["baseline"]["echo"] = median_run(echoes)
+        sat = result["croupier"]["decide"] = median_run(decides)
         if full:
-            result["decide_half"] = half_load(
-                "decide.lua", url, peak_rps=sat["req_per_s"], duration_s=a.duration,
-                monitor=mon, label=f"decide {server} half load", **common)
-            result.update(measure_rewards(ctx, url, mon, server))
+            result["croupier"]["decide_half"] = half_load(
+                "decide.lua", curl, peak_rps=sat["req_per_s"], duration_s=a.duration,
+                monitor=csrv.monitor, args=dargs, label=f"decide {server} half load", **common)
+            result["croupier"].update(measure_rewards(ctx, curl, csrv.monitor, server))
+        if a.profile and full:
+            if shutil.which("py-spy") is None:
+                log("--profile: py-spy is not on PATH; skipped")
+            else:
+                assert csrv.monitor is not None
+                result["croupier"]["profile"] = profile(ctx, curl, csrv.monitor, dargs, server)
     finally:
-        mem = srv.stop()
-    result.update(mem)
-    result["log"] = scan_log(srv.log_text())
+        mems = [srv.stop() for srv in reversed(servers)]
+    if len(mems) == 2:
+        result["baseline"].update(mems[0])
+        result["croupier"].update(mems[1])
+    for srv, part in zip(servers, ("croupier", "baseline"), strict=False):
+        result[part]["log"] = scan_log(srv.log_text())
     return result
 
 
-def profile_decide(
+def profile(
     ctx: Context, url: str, mon: TreeMonitor, dargs: list[str], server: str
 ) -> dict[str, Any]:
-    """py-spy (sampling, --nonblocking) on one worker during a saturated decide run."""
-    pid = mon.worker_pids()[0]
-    out = ctx.logs / f"profile-decide-{server}.txt"
+    """py-spy (--gil: only the thread running Python) on one worker during a saturated
+    decide run and a single-reward run. The reward run reuses ids (duplicates)."""
+    pid = mon.worker_pids()[-1]
     seconds = max(3, int(ctx.args.duration))
-    spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
-         "--nonblocking", "--format", "raw", "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    run_wrk("decide.lua", url, duration_s=seconds + 1, connections=ctx.args.connections,
-            pinning=ctx.pinning, args=dargs, label="decide (profiled)")
-    spy.wait(timeout=60)
-    return {"raw_collapsed_stacks": str(out), "self_time_top": top_self_time(out)}
+    out: dict[str, Any] = {"pid": pid, "seconds": seconds}
+    ids_file = ctx.logs / "decision_ids.txt"
+    runs = [("decide", "decide.lua", dargs)]
+    if ids_file.exists():
+        runs.append(("rewards_single", "rewards.lua",
+                     [f"key={ctx.decide_key}", f"ids={ids_file}", "batch=1"]))
+    for name, script, args in runs:
+        raw = ctx.logs / f"profile-{name}-{server}.txt"
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+             "--gil", "--nonblocking", "--format", "raw", "--output", str(raw)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        run_wrk(script, url, duration_s=seconds + 1, connections=ctx.args.connections,
+                pinning=ctx.pinning, args=args, label=f"{name} (profiled)")
+        spy.wait(timeout=60)
+        out[name] = {"collapsed_stacks": str(raw), **summarise_profile(raw)}
+    return out
 
 
-def top_self_time(collapsed: Path, n: int = 25) -> list[list[Any]]:
-    """Leaf-function share of samples from py-spy's collapsed-stack output."""
+def summarise_profile(collapsed: Path, n: int = 30) -> dict[str, Any]:
+    """Inclusive share of samples per function, and per package, from py-spy raw output."""
     if not collapsed.exists():
-        return []
-    counts: dict[str, int] = {}
+        return {}
+    inclusive: dict[str, int] = {}
+    leaf: dict[str, int] = {}
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, num = line.rpartition(" ")
         if not num.isdigit():
             continue
-        leaf = stack.split(";")[-1]
-        counts[leaf] = counts.get(leaf, 0) + int(num)
-        total += int(num)
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
-    return [[name, round(100 * c / total, 1)] for name, c in top]
+        frames = [f for f in stack.split(";") if f]
+        count = int(num)
+        total += count
+        names = {re.sub(r":\d+\)$", ")", f) for f in frames}
+        for f in names:
+            inclusive[f] = inclusive.get(f, 0) + count
+        if frames:
+            lf = re.sub(r":\d+\)$", ")", frames[-1])
+            leaf[lf] = leaf.get(lf, 0) + count
+
+    def top(d: dict[str, int]) -> list[list[Any]]:
+        return [[k, round(100 * v / total, 1)] for k, v in
+                sorted(d.items(), key=lambda kv: -kv[1]) if "croupier/cli.py" not in k
+                and "click/" not in k and "multiprocessing/" not in k
+                and "granian/server/" not in k][:n]
+
+    return {"samples": total, "inclusive_pct": top(inclusive), "self_pct": top(leaf)}
 
 
 def measure_rewards(ctx: Context, url: str, mon: TreeMonitor | None, server: str) -> dict[str, Any]:
@@ -700,7 +802,17 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mib_per_worker": r["croupier"]["peak_rss_mib_worker_max"],
             "baseline_peak_rss_mib_per_worker": r["baseline"]["peak_rss_mib_worker_max"],
             "decide_non_2xx": dec["non_2xx"],
+            "decide_rounds_req_per_s": dec["rounds_req_per_s"],
+            "baseline_rounds_req_per_s": r["baseline"]["ping"]["rounds_req_per_s"],
+            "other_cpu_cores_busy_max": max(
+                [x for x in (*dec["rounds_other_cpu_cores_busy"],
+                             *r["baseline"]["ping"]["rounds_other_cpu_cores_busy"])
+                 if x is not None], default=None),
         }
+        if "echo" in r["baseline"]:
+            echo = r["baseline"]["echo"]["req_per_s"]
+            s |= {"echo_req_per_s": echo, "echo_to_baseline": ratio(echo, base),
+                  "decide_to_echo": ratio(dec["req_per_s"], echo)}
         if "decide_half" in r["croupier"]:
             h = r["croupier"]["decide_half"]
             s |= {"decide_half_req_per_s": h["req_per_s"],
@@ -733,8 +845,13 @@ def print_table(res: dict[str, Any]) -> None:
     for server, s in summ.items():
         rows.append((f"[{server}, {w} worker(s)]", "", ""))
         rows.append(("baseline GET /ping", f"{s['baseline_req_per_s']:.0f} req/s", "1.00"))
-        rows.append(("decide, saturated (64 conn)", f"{s['decide_req_per_s']:.0f} req/s",
+        rows.append((f"decide, saturated ({res['config']['connections']} conn)",
+                     f"{s['decide_req_per_s']:.0f} req/s",
                      f"{s['decide_to_baseline']:.2f} of baseline"))
+        if "echo_req_per_s" in s:
+            rows.append(("  (bare POST /echo, same body)", f"{s['echo_req_per_s']:.0f} req/s",
+                         f"{s['echo_to_baseline']:.2f} of baseline; decide = "
+                         f"{s['decide_to_echo']:.2f} of echo"))
         rows.append(("  decide p50 / p99 saturated",
                      f"{s['decide_p50_ms_saturated']:.2f} / {s['decide_p99_ms_saturated']:.2f} ms", ""))
         if "decide_half_req_per_s" in s:
@@ -754,6 +871,10 @@ def print_table(res: dict[str, Any]) -> None:
                          f"{s['rewards_batch100_duplicates']}"))
         rows.append(("peak RSS per worker", f"{s['peak_rss_mib_per_worker']:.0f} MiB",
                      f"baseline {s['baseline_peak_rss_mib_per_worker']:.0f} MiB"))
+        rows.append(("rounds req/s ping | decide",
+                     " ".join(f"{x:.0f}" for x in s["baseline_rounds_req_per_s"]) + " | "
+                     + " ".join(f"{x:.0f}" for x in s["decide_rounds_req_per_s"]),
+                     f"other load up to {s['other_cpu_cores_busy_max']} cores"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     print()
     for r in rows:
@@ -776,10 +897,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating ping/decide rounds; the median round is reported")
     p.add_argument("--experiments", type=int, default=100)
     p.add_argument("--harvest-s", type=float, default=None,
                    help="seconds of /v1/decide to collect decision ids for rewards (default 2×duration)")
-    p.add_argument("--profile", action="store_true", help="py-spy a worker during a decide run")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy (on PATH) a worker during decide and single-reward runs")
+    p.add_argument("--ref", default="HEAD",
+                   help="git ref whose src/ is benchmarked (exported to a temp dir and put first "
+                        "on PYTHONPATH); 'worktree' runs the checkout as it is")
     a = p.parse_args(argv)
     if a.harvest_s is None:
         a.harvest_s = 2 * a.duration
@@ -794,6 +921,11 @@ def main(argv: list[str] | None = None) -> int:
         a.no_compare = True
     pinning = Pinning.plan(a.workers)
     log(pinning.note)
+    idle = psutil.cpu_percent(interval=2.0, percpu=True)
+    log(f"machine load before the run: {idle} % per core, loadavg {os.getloadavg()}")
+    if max(idle) > 15:
+        log("WARNING: the machine is busy; ratios hold up better than absolute numbers, "
+            "but expect noise (see other_cpu_cores_busy per run in the JSON)")
     logs = Path(tempfile.mkdtemp(prefix="croupier-bench-logs-"))
     servers = [a.server] + ([] if a.no_compare else
                             [s for s in ("granian", "uvicorn") if s != a.server])
@@ -802,19 +934,27 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "config": {"workers": a.workers, "duration_s": a.duration, "connections": a.connections,
                    "wrk_threads": WRK_THREADS, "experiments": a.experiments,
+                   "rounds": a.rounds,
                    "harvest_s": a.harvest_s, "primary_server": a.server,
                    "embedded": a.embedded, "pinning": pinning.note,
                    "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])])},
         "servers": {},
+        "machine_busy_before_pct": idle,
     }
+    if a.ref == "worktree":
+        res["config"]["code"] = {"ref": "worktree", "commit": res["machine"]["git_commit"],
+                                 "src_dirty": res["machine"]["src_dirty"]}
+        code_env: dict[str, str] = {}
+    else:
+        commit, src = export_ref(a.ref, logs)
+        res["config"]["code"] = {"ref": a.ref, "commit": commit}
+        code_env = {"PYTHONPATH": str(src)}
+        log(f"benchmarking {a.ref} = {commit[:10]} (exported to {src})")
     with fresh_services(a) as env:
-        ctx = Context(args=a, env=env, pinning=pinning, logs=logs)
+        ctx = Context(args=a, env={**env, **code_env}, pinning=pinning, logs=logs)
         for i, server in enumerate(servers):
             full = i == 0
-            res["servers"][server] = {
-                "croupier": measure_croupier(ctx, server, full=full),
-                "baseline": measure_baseline(ctx, server),
-            }
+            res["servers"][server] = measure_server(ctx, server, full=full)
         res["summary"] = summarise(res)
     res["logs_dir"] = str(logs)
     out = Path(a.out)

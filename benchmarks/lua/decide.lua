@@ -1,6 +1,7 @@
 -- POST /v1/decide with a decide-scope key, rotating experiments and unit ids.
 -- Arguments (after `--`): key=<api key> experiments=<file, one key a line>
 --   units=<size of the unit-id pool, default 200000>
+--   path=<request path, default /v1/decide; the baseline's /echo takes the same bodies>
 -- Environment: WRK_MEAN_DELAY_MS=<ms> paces each connection (see common.lua);
 --   WRK_HARVEST_FILE=<path>: collect every decision_id answered and append them to that file
 --   at the end; harvest requests use a never-seen unit id each, so the ids are distinct.
@@ -14,6 +15,7 @@ local PREBUILT = 65536
 local HARVEST_FILE = os.getenv("WRK_HARVEST_FILE")
 
 local exps, prebuilt, n, units
+local path = "/v1/decide"
 local headers = {}
 ids = {}  -- thread global, read by done() through thread:get("ids")
 local threads = {}
@@ -33,6 +35,7 @@ function init(args)
   local a = common.parse_args(args)
   exps = common.read_lines(a.experiments)
   units = tonumber(a.units or "200000")
+  path = a.path or path
   headers["Authorization"] = "Bearer " .. a.key
   headers["Content-Type"] = "application/json"
   n = 0
@@ -42,7 +45,7 @@ function init(args)
     for i = 1, PREBUILT do
       -- a multiplicative walk over the unit pool: sticky repeats happen, but no short cycles
       local unit = (i * 7919) % units
-      prebuilt[i] = wrk.format("POST", "/v1/decide", headers, body(i, unit))
+      prebuilt[i] = wrk.format("POST", path, headers, body(i, unit))
     end
   end
 end
@@ -52,7 +55,7 @@ function request()
   if prebuilt then
     return prebuilt[((n - 1) % PREBUILT) + 1]
   end
-  return wrk.format("POST", "/v1/decide", headers, body(n, 1000000 + n))
+  return wrk.format("POST", path, headers, body(n, 1000000 + n))
 end
 
 if HARVEST_FILE then

@@ -25,7 +25,6 @@ function init(args)
   local metrics = {}
   for m in (a.metrics or "reward"):gmatch("[^,]+") do metrics[#metrics + 1] = m end
   local headers = { ["Authorization"] = "Bearer " .. a.key, ["Content-Type"] = "application/json" }
-  math.randomseed(os.time())
   reqs = {}
   local last = math.min(offset + count, #all)
   local items = {}
@@ -35,17 +34,19 @@ function init(args)
     reqs[#reqs + 1] = wrk.format("POST", "/v1/rewards", headers, body)
     items = {}
   end
+  -- values depend only on the id's line number, so a repeated id is an identical repeat
+  -- (counted as a duplicate), never a conflicting value (409)
   for j = offset + 1, last do
     for _, m in ipairs(metrics) do
       local item
       if m == "reward" then
-        item = string.format('{"decision_id":"%s","value":%d}', all[j], math.random(0, 1))
+        item = string.format('{"decision_id":"%s","value":%d}', all[j], j % 2)
       elseif m:match("_ms$") then
         item = string.format('{"decision_id":"%s","metric":"%s","value":%.1f}',
-          all[j], m, 200 + math.random() * 1800)
+          all[j], m, 200 + (j * 37) % 1800)
       else
         item = string.format('{"decision_id":"%s","metric":"%s","value":%d}',
-          all[j], m, (math.random() < 0.05) and 1 or 0)
+          all[j], m, (j % 20 == 0) and 1 or 0)
       end
       items[#items + 1] = item
       if #items == batch then flush() end
