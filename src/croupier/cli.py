@@ -1,4 +1,4 @@
-"""The `croupier` command: serve | migrate | keys."""
+"""The `croupier` command: serve | migrate | optimizer | keys."""
 
 from __future__ import annotations
 
@@ -178,6 +178,77 @@ def migrate(data_dir: Path | None, database_url: str | None, redis_url: str | No
         assert ready.database_url is not None
         applied = asyncio.run(_migrate(ready.database_url))
     click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+async def _run_optimizer(settings: Settings) -> None:
+    """Run the leader-elected optimizer loop alone until SIGTERM or SIGINT."""
+    import redis.asyncio as aioredis
+
+    from croupier.optimizer.loop import Optimizer
+    from croupier.storage.db import create_pool
+    from croupier.storage.migrate import migrate as run_migrations
+    from croupier.storage.redis_keys import RedisKeys
+
+    assert settings.database_url is not None and settings.redis_url is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
+    try:
+        async with pool.acquire() as conn:
+            await run_migrations(conn)
+        optimizer = Optimizer(
+            settings, pool=pool, redis=redis, redis_keys=RedisKeys(settings.redis_prefix)
+        )
+        await optimizer.start()
+        click.echo(
+            f"Croupier optimizer running every {settings.optimizer_interval_s:g} s "
+            "(leader-elected; Ctrl-C or SIGTERM stops it)",
+            err=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await optimizer.stop()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await redis.aclose()
+        await pool.close()
+
+
+@main.command()
+@common_options
+@click.option("--interval", "optimizer_interval_s", type=float, default=None,
+              help="Seconds between cycles (env CROUPIER_OPTIMIZER_INTERVAL_S, default 5).")
+def optimizer(
+    data_dir: Path | None, database_url: str | None, redis_url: str | None,
+    optimizer_interval_s: float | None,
+) -> None:
+    """Run the optimizer alone (leader-elected: any number may run, one optimizes)."""
+    settings = _settings(
+        data_dir=data_dir, database_url=database_url, redis_url=redis_url,
+        optimizer_interval_s=optimizer_interval_s,
+    )
+    _setup_logging(settings.log_level)
+    stopping = {"signal": None}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # while the embedded servers start, SIGTERM must still stop what we started
+        stopping["signal"] = signum  # type: ignore[assignment]
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with _services(settings) as ready:
+            signal.signal(signal.SIGTERM, previous)
+            asyncio.run(_run_optimizer(ready))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.group()

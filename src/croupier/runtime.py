@@ -17,6 +17,7 @@ from croupier.decision.exposure import DecisionLog
 from croupier.decision.ids import DecisionIdCodec
 from croupier.decision.policy_cache import Policy, PolicyCache
 from croupier.ingest.buffer import RewardBuffer
+from croupier.optimizer.loop import Optimizer
 from croupier.settings import Settings
 from croupier.storage.db import Executor, create_pool
 from croupier.storage.decision_writer import DecisionWriter
@@ -62,6 +63,7 @@ class Runtime:
         self.feed: SnapshotFeed
         self.experiments: ExperimentService
         self.extras: list[Any] = []  # background components started after the core (optimizer)
+        self.optimizer: Optimizer | None = None  # when settings.optimizer_enabled
 
     async def start(self) -> None:
         """Open connections, migrate, load the snapshot, start background tasks."""
@@ -110,6 +112,12 @@ class Runtime:
 
         self.rewards = RewardBuffer(write, batch_max_items=s.reward_batch_max)
         self.rewards.start()
+        if s.optimizer_enabled:
+            self.optimizer = Optimizer(
+                s, pool=self.pool, redis=self.redis, redis_keys=self.redis_keys, cache=self.cache
+            )
+            await self.optimizer.start()
+            self.extras.append(self.optimizer)
 
     async def stop(self) -> None:
         """Stop in reverse order: no new work, flush decisions and rewards, close connections."""

@@ -61,6 +61,15 @@ class Settings:
     """Seconds between optimizer cycles."""
     optimizer_enabled: bool = True
     """Run the (leader-elected) optimizer inside `serve`."""
+    optimizer_max_change_per_cycle: float = 0.1
+    """Largest change of any arm's `thompson` weight in one optimizer cycle (0–1)."""
+    optimizer_min_weight_change: float = 0.001
+    """A `thompson` reallocation is written only when some weight moves at least this much,
+    so the allocation history stays readable."""
+    optimizer_top_two: bool = False
+    """Allocate `thompson` traffic by top-two Thompson sampling instead of P(best)."""
+    optimizer_shutdown_s: float = 5.0
+    """How long the optimizer may take to finish its cycle when the process stops."""
     sticky_cache_size: int = 100_000
     """Sticky assignments each process remembers locally (LRU)."""
     max_body_bytes: int = 1_048_576
