@@ -32,6 +32,7 @@ from croupier.decision.schemas import DecideRequest, DecideResponse
 from croupier.errors import error_to_response
 from croupier.ingest.routes import post_rewards
 from croupier.ingest.schemas import RewardBody
+from croupier.metrics import metrics_endpoint
 from croupier.runtime import Runtime
 from croupier.settings import Settings
 
@@ -171,7 +172,7 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[
             decide_route, post_rewards, ExperimentController, audit_log, healthz, readyz,
-            openapi_json, openapi_json_file, post_sample_size,
+            openapi_json, openapi_json_file, post_sample_size, metrics_endpoint,
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: error_to_response},

@@ -17,6 +17,7 @@ from croupier.decision.exposure import DecisionLog
 from croupier.decision.ids import DecisionIdCodec
 from croupier.decision.policy_cache import Policy, PolicyCache
 from croupier.ingest.buffer import RewardBuffer
+from croupier.metrics import Metrics
 from croupier.optimizer.loop import Optimizer
 from croupier.settings import Settings
 from croupier.storage.db import Executor, create_pool
@@ -53,7 +54,7 @@ class Runtime:
         self.cache = PolicyCache()
         self.keys = KeyCache()
         self.log = DecisionLog(max_events=settings.decision_buffer_max)
-        self.metrics: Any = None
+        self.metrics = Metrics(self)
         self.pool: asyncpg.Pool
         self.redis: aioredis.Redis
         self.codec: DecisionIdCodec
@@ -110,7 +111,9 @@ class Runtime:
         async def write(requests: list[list[RewardItem]]) -> Any:
             return await write_rewards(self.pool, requests)
 
-        self.rewards = RewardBuffer(write, batch_max_items=s.reward_batch_max)
+        self.rewards = RewardBuffer(
+            write, batch_max_items=s.reward_batch_max, observe_commit_s=self.metrics.observe_commit
+        )
         self.rewards.start()
         if s.optimizer_enabled:
             self.optimizer = Optimizer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from croupier.errors import Unavailable
@@ -23,8 +24,15 @@ WriteFn = Callable[[list[list[RewardItem]]], Awaitable[list[Outcome]]]
 class RewardBuffer:
     """Collects reward requests and commits them in groups."""
 
-    def __init__(self, write: WriteFn, *, batch_max_items: int) -> None:
+    def __init__(
+        self,
+        write: WriteFn,
+        *,
+        batch_max_items: int,
+        observe_commit_s: Callable[[float], None] | None = None,
+    ) -> None:
         self._write = write
+        self._observe_commit_s = observe_commit_s  # metrics: each request's wait for commit
         self._batch_max = batch_max_items
         self._pending: list[tuple[list[RewardItem], asyncio.Future[Outcome]]] = []
         self._wake = asyncio.Event()
@@ -44,7 +52,11 @@ class RewardBuffer:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((items, future))
         self._wake.set()
-        return await future
+        started = time.perf_counter()
+        outcome = await future
+        if self._observe_commit_s is not None:
+            self._observe_commit_s(time.perf_counter() - started)
+        return outcome
 
     def _take(self) -> list[tuple[list[RewardItem], asyncio.Future[Outcome]]]:
         taken: list[tuple[list[RewardItem], asyncio.Future[Outcome]]] = []

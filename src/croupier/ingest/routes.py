@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import Request, post
 
-from croupier.errors import Conflict, Invalid, field_error
+from croupier.errors import BadRequest, Conflict, Invalid, field_error
 from croupier.ingest.schemas import RewardBody, RewardIn, RewardsAccepted
 from croupier.storage.reward_writer import Refused, RewardItem, Written
 from croupier.web import decode_json, require_scope
@@ -93,11 +93,23 @@ async def _validate(rt: Runtime, items: list[RewardIn]) -> list[RewardItem]:
 async def post_rewards(request: Request[Any, Any, Any]) -> RewardsAccepted:
     """Validate, attribute and commit rewards."""
     rt: Runtime = request.app.state.runtime
-    data = decode_json(await request.body(), _decoder, example=_EXAMPLE)
+    try:
+        data = decode_json(await request.body(), _decoder, example=_EXAMPLE)
+    except (BadRequest, Invalid):
+        if rt.metrics is not None:
+            rt.metrics.rejected(1)  # unreadable body: one rejection, its items are unknown
+        raise
     items = [data] if isinstance(data, RewardIn) else data
-    prepared = await _validate(rt, items)
+    try:
+        prepared = await _validate(rt, items)
+    except Invalid:
+        if rt.metrics is not None:
+            rt.metrics.rejected(len(items))
+        raise
     outcome = await rt.rewards.submit(prepared)
     if isinstance(outcome, Refused):
+        if rt.metrics is not None:
+            rt.metrics.rejected(len(items))
         extra = [field_error(outcome.field, outcome.detail, index=outcome.index)]
         if outcome.status == 409:
             raise Conflict(outcome.detail + " Nothing from this request was written.", extra=extra)
