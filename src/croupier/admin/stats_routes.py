@@ -48,7 +48,7 @@ STATS_REQUEST_BODIES: dict[tuple[str, str], Any] = {(SAMPLE_SIZE_PATH, "post"): 
 
 def _field_of(message: str, body: SampleSizeRequest) -> str:
     """The request field a SampleSizeError message is about."""
-    effect = "mde" if body.mde is not None else "mde_relative"
+    effect = "mde_relative" if body.mde_relative is not None and body.mde is None else "mde"
     for name in ("mde_relative", "baseline + effect", "baseline", "mde", "std", "alpha", "power",
                  "arms", "type"):
         if message.startswith(name):
