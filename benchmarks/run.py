@@ -241,6 +241,21 @@ def _service_cpu_seconds() -> dict[str, float]:
     return out
 
 
+QUIET = {"max_wait_s": 60.0, "threshold_pct": 20.0}
+
+
+def wait_quiet() -> dict[str, float]:
+    """Wait (bounded) until the machine is mostly idle between runs: other people's test
+    suites on a shared machine are the largest source of noise."""
+    t0 = time.monotonic()
+    while True:
+        busy = psutil.cpu_percent(interval=1.0)
+        waited = time.monotonic() - t0
+        if busy < QUIET["threshold_pct"] or waited >= QUIET["max_wait_s"]:
+            return {"busy_before_pct": busy, "waited_for_quiet_s": round(waited, 1)}
+        time.sleep(1.0)
+
+
 def run_wrk(
     script: str, url: str, *, duration_s: float, connections: int, pinning: Pinning,
     args: list[str] | None = None, env: dict[str, str] | None = None,
@@ -254,6 +269,7 @@ def run_wrk(
     ]
     if args:
         cmd += ["--", *args]
+    quiet = wait_quiet() if monitor is not None else {}
     cpu0 = monitor.cpu_seconds() if monitor else 0.0
     cores0 = psutil.cpu_times(percpu=True)
     svc0 = _service_cpu_seconds()
@@ -300,6 +316,7 @@ def run_wrk(
         for a, b in zip(cores0, cores1, strict=True)
     ]
     out["wrk_cpu_cores_busy"] = round(wrk_cpu, 2)
+    out.update(quiet)
     if monitor is not None:
         # what else ran on the machine meanwhile (other people's tests, ...): a noise gauge
         out["other_cpu_cores_busy"] = round(
@@ -310,7 +327,8 @@ def run_wrk(
     log(f"  {label or script}: {out['req_per_s']:.0f} req/s  p50 {out['p50_ms']:.2f} ms  "
         f"p99 {out['p99_ms']:.2f} ms  non-2xx {out['non_2xx']}  "
         f"cpu: server {out.get('server_cpu_cores_busy', '-')} wrk {out['wrk_cpu_cores_busy']} "
-        f"pg {out['postgres_cpu_cores_busy']} other {out.get('other_cpu_cores_busy', '-')}")
+        f"pg {out['postgres_cpu_cores_busy']} other {out.get('other_cpu_cores_busy', '-')}"
+        + (f" (waited {quiet['waited_for_quiet_s']} s for quiet)" if quiet else ""))
     return out
 
 
@@ -902,6 +920,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiments", type=int, default=100)
     p.add_argument("--harvest-s", type=float, default=None,
                    help="seconds of /v1/decide to collect decision ids for rewards (default 2×duration)")
+    p.add_argument("--quiet-wait-s", type=float, default=60.0,
+                   help="before each measured run, wait up to this long for the machine to be "
+                        "under --quiet-pct busy (0 = do not wait)")
+    p.add_argument("--quiet-pct", type=float, default=20.0)
     p.add_argument("--profile", action="store_true",
                    help="py-spy (on PATH) a worker during decide and single-reward runs")
     p.add_argument("--ref", default="HEAD",
@@ -919,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.embedded and not a.no_compare:
         log("--embedded: uvicorn needs URLs, so the uvicorn comparison is skipped")
         a.no_compare = True
+    QUIET.update(max_wait_s=a.quiet_wait_s, threshold_pct=a.quiet_pct)
     pinning = Pinning.plan(a.workers)
     log(pinning.note)
     idle = psutil.cpu_percent(interval=2.0, percpu=True)
