@@ -4,6 +4,7 @@ leader-elected optimizer moving weights, floor and change cap at every allocatio
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -57,7 +58,7 @@ async def _bandit(
 def _check_history(history: list[dict[str, Any]], floor: float) -> int:
     """Floor and change cap hold at every allocation row; returns the optimizer's row count."""
     optimizer_rows = 0
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         w = after["weights"]
         assert abs(sum(w.values()) - 1.0) < 1e-9, after
         assert min(w.values()) >= floor - 1e-9, after
