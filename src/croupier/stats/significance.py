@@ -9,6 +9,7 @@ so no NaN or infinity ever reaches a caller.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class DiffTest:
     p_value: float | None
 
 
+@functools.lru_cache(maxsize=64)
 def _z(alpha: float) -> float:
+    """The two-sided critical value z_{1-α/2} (cached: α takes few values)."""
     return float(sps.norm.isf(alpha / 2.0))
 
 
