@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,7 +148,10 @@ class Optimizer:
         if self._lock_conn is None:
             assert self.settings.database_url is not None
             self._lock_conn = await asyncpg.connect(
-                self.settings.database_url, timeout=5, command_timeout=10
+                self.settings.database_url,
+                timeout=5,
+                command_timeout=10,
+                server_settings={"application_name": f"croupier-optimizer pid={os.getpid()}"},
             )
         got = await self._lock_conn.fetchval(Q["optimizer_try_lock"], self.lock_id)
         if got:
