@@ -815,6 +815,11 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             "baseline_req_per_s": base,
             "decide_req_per_s": dec["req_per_s"],
             "decide_to_baseline": ratio(dec["req_per_s"], base),
+            # each round's decide run right after its ping run: robust to slow drifts in load
+            "decide_to_baseline_per_round": [
+                ratio(d, b) for d, b in zip(dec["rounds_req_per_s"],
+                                            r["baseline"]["ping"]["rounds_req_per_s"], strict=True)
+            ],
             "decide_p50_ms_saturated": dec["p50_ms"],
             "decide_p99_ms_saturated": dec["p99_ms"],
             "peak_rss_mib_per_worker": r["croupier"]["peak_rss_mib_worker_max"],
@@ -889,6 +894,8 @@ def print_table(res: dict[str, Any]) -> None:
                          f"{s['rewards_batch100_duplicates']}"))
         rows.append(("peak RSS per worker", f"{s['peak_rss_mib_per_worker']:.0f} MiB",
                      f"baseline {s['baseline_peak_rss_mib_per_worker']:.0f} MiB"))
+        rows.append(("decide/baseline per round",
+                     " ".join(f"{x:.2f}" for x in s["decide_to_baseline_per_round"]), ""))
         rows.append(("rounds req/s ping | decide",
                      " ".join(f"{x:.0f}" for x in s["baseline_rounds_req_per_s"]) + " | "
                      + " ".join(f"{x:.0f}" for x in s["decide_rounds_req_per_s"]),
