@@ -70,7 +70,7 @@ async def run_round(
             traffic.arms.append(d["arm"])
             traffic.reasons.append(d["reason"])
             traffic.units.append(unit)
-            if d["reason"] in ("allocated", "sticky"):
+            if d["reason"] == "allocated":  # a sticky repeat shares the first decision_id
                 for metric, value in reward(unit, d["arm"]).items():
                     items.append(
                         {"decision_id": d["decision_id"], "value": value, "metric": metric}
