@@ -27,7 +27,13 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 # Any database failure a background loop survives (unavailability or a server-side error).
-DB_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
+# InternalClientError: asyncpg raises it when a connection broken in the middle of an operation
+# (PostgreSQL killed mid-COPY) is released to the pool; the pool has terminated it already.
+DB_ERRORS: tuple[type[Exception], ...] = (
+    *UNAVAILABLE_ERRORS,
+    asyncpg.PostgresError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 # Errors after which a transaction is simply retried.
 RETRY_ERRORS: tuple[type[Exception], ...] = (

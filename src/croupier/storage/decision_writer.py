@@ -22,6 +22,11 @@ from croupier.storage.queries import Q
 
 logger = logging.getLogger("croupier.decisions")
 
+# Bound on one batch's COPY. asyncpg's COPY waits for the transport to accept more data and is
+# not woken when the connection is lost meanwhile (PostgreSQL killed mid-batch): without this
+# bound the writer would hang for the pool's 30 s command timeout while decisions pile up.
+COPY_TIMEOUT_S = 5.0
+
 
 async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> int:
     """Store one batch and add its exposures to the statistics; returns rows newly stored."""
@@ -33,7 +38,9 @@ async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> in
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(Q["decision_stage_create"])
-                await conn.copy_records_to_table("decision_stage", records=records)
+                await conn.copy_records_to_table(
+                    "decision_stage", records=records, timeout=COPY_TIMEOUT_S
+                )
                 inserted = await conn.fetch(Q["decision_insert_from_stage"])
                 counted_ids = {r["decision_id"] for r in inserted if r["counted"]}
                 exposures: dict[tuple[int, int], int] = defaultdict(int)
@@ -76,6 +83,7 @@ class DecisionWriter:
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
+        self._dropped_logged = 0  # log.dropped when the loss was last logged
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -104,8 +112,23 @@ class DecisionWriter:
                         self.log.dropped,
                     )
                 self.last_error = str(exc)
+                self._log_drops()
                 return False
+        self._log_drops()
         return True
+
+    def _log_drops(self) -> None:
+        """Log decisions dropped (buffer full) since the last report: a counted, logged loss."""
+        dropped = self.log.dropped
+        if dropped > self._dropped_logged:
+            logger.error(
+                "decision log buffer full (%s events): %s decisions dropped since the last "
+                "report, %s decisions dropped in total; their exposures are lost",
+                self.log.max_events,
+                dropped - self._dropped_logged,
+                dropped,
+            )
+            self._dropped_logged = dropped
 
     async def _run(self) -> None:
         backoff = self.flush_interval_s
