@@ -24,11 +24,13 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from croupier.runtime import Runtime
+
+# Litestar appends "; charset=utf-8" to text/* media types itself
+CONTENT_TYPE = "text/plain; version=0.0.4"
 
 # reward commit latency buckets (seconds): a group commit is typically a few milliseconds
 COMMIT_BUCKETS_S: tuple[float, ...] = (
@@ -210,10 +212,10 @@ class _CroupierCollector(Collector):
     tags=["operations"],
     summary="Prometheus metrics",
     description="This process's metrics in the Prometheus text format (no API key needed).",
-    media_type=CONTENT_TYPE_PLAIN_0_0_4,
+    media_type=CONTENT_TYPE,
     sync_to_thread=False,
 )
 def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Scrape this process's metrics."""
     rt: Runtime = request.app.state.runtime
-    return Response(rt.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return Response(rt.metrics.render(), media_type=CONTENT_TYPE)

@@ -4,10 +4,13 @@ fallbacks that never raise, and background reward batches delivered exactly once
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -295,3 +298,21 @@ async def test_fallback_on_error_statuses(live: LiveServer, keys: dict[str, str]
         d = await bad.decide("missing", "u1", default_arm="a", default_config={"k": 1})
         assert d.reason == "fallback" and (d.error or "").startswith("401")
         assert d.config == {"k": 1}
+
+
+async def test_llm_routing_example_runs(
+    live: LiveServer, keys: dict[str, str], db: asyncpg.Connection,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """examples/llm_routing.py creates its experiment, routes every request and rewards it."""
+    path = Path(__file__).parents[2] / "examples" / "llm_routing.py"
+    spec = importlib.util.spec_from_file_location("llm_routing", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "llm_routing", example)  # dataclasses look it up
+    spec.loader.exec_module(example)
+    argv = ["--url", live.url, "--key", keys["admin"], "--requests", "300", "--delay-ms", "0"]
+    assert await asyncio.to_thread(example.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "created experiment 'support-prompt'" in out and "rewards sent 300" in out
+    assert await db.fetchval("SELECT count(*) FROM rewards") == 300

@@ -21,7 +21,7 @@ async def _scrape(client: AsyncTestClient[Any]) -> Samples:
     """Scrape without a key and index the samples by sample name."""
     r = await client.get("/metrics")
     assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     out: Samples = {}
     for family in text_string_to_metric_families(r.text):
         for sample in family.samples:
