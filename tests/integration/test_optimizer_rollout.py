@@ -62,8 +62,9 @@ async def test_candidate_with_twice_the_error_rate_is_rolled_back(
     """A candidate with twice the control's error rate (5 % → 10 %, tolerance 10 % relative)
     is rolled back to the control, and the exposures it took are reported."""
     s = optimizer_settings(settings)
-    stages = [{"share": x, "min_duration_s": 0, "min_exposures": 200}
-              for x in (0.01, 0.05, 0.25, 0.5, 1.0)]
+    # quick early stages; the 25 % and 50 % stages each wait for 3 000 exposures
+    stages = [{"share": x, "min_duration_s": 0, "min_exposures": n}
+              for x, n in ((0.01, 200), (0.05, 200), (0.25, 3000), (0.5, 3000), (1.0, 3000))]
     body = experiment_body(key="ro", policy="rollout", arms=2, metrics=METRICS, stages=stages)
     rng = np.random.default_rng(3)
     traffic = Traffic()

@@ -1,6 +1,6 @@
 # Docstrings use the Greek alpha on purpose.
 # ruff: noqa: RUF002
-"""The rollout state machine, hash monotonicity, rollback weights, and the false-rollback rate
+"""Rollout stage changes, hash monotonicity, rollback weights, and the false-rollback rate
 of healthy rollouts simulated with the pure statistics and recommendation code."""
 
 from __future__ import annotations
@@ -13,14 +13,8 @@ import pytest
 
 from croupier.decision.assign import unit_hash
 from croupier.model import Arm, ExperimentSpec, Metric, Stage
-from croupier.optimizer.recommend import recommend
-from croupier.optimizer.rollout import (
-    RolloutState,
-    is_monotone,
-    next_step,
-    stage_met,
-    stage_weights,
-)
+from croupier.optimizer.recommend import Recommendation, recommend
+from croupier.optimizer.rollout import StageChange, is_monotone, stage_change, stage_weights
 from croupier.optimizer.tick import one_hot, without_arms
 from croupier.stats.report import analyze, guardrail
 from croupier.stats.sequential import SequentialState
@@ -30,8 +24,37 @@ SHARES = (0.01, 0.05, 0.25, 0.5, 1.0)
 STAGES = [Stage(share=s, min_duration_s=60, min_exposures=100) for s in SHARES]
 
 
-def _state(index: int, *, after_s: float, exposures: int) -> tuple[RolloutState, datetime]:
-    return RolloutState(index, T0, exposures), T0 + timedelta(seconds=after_s)
+SPEC = ExperimentSpec(
+    key="r",
+    policy="rollout",
+    sticky=True,
+    arms=[Arm(key="control", control=True, weight=0.99), Arm(key="candidate", weight=0.01)],
+    metrics=[
+        Metric(name="reward", type="binary", direction="maximize"),
+        Metric(name="errors", type="binary", direction="minimize", max_relative_degradation=0.1),
+    ],
+    stages=STAGES,
+)
+
+
+def _recommend(index: int, *, after_s: float, stage_exposures: int) -> Recommendation:
+    """The recommendation for a rollout at `index` with no evidence of any difference."""
+    exposures = np.array([500, 500])
+    primary = analyze(
+        metric_type="binary", direction="maximize", alpha=0.05, control=0,
+        exposures=exposures, expected_exposures=exposures, count=exposures,
+        sums=[50, 50], sums_sq=[50, 50], sequential_states=None,
+        rng=np.random.default_rng(0), draws=500,
+    )
+    checks = guardrail(
+        metric_type="binary", direction="minimize", alpha=0.05, control=0, count=exposures,
+        sums=[25, 25], sums_sq=[25, 25], sequential_states=None, max_relative_degradation=0.1,
+    )
+    return recommend(
+        spec=SPEC, status="running", primary=primary, guardrails={"errors": checks},
+        exposures=[500, 500], stage_index=index, stage_started_at=T0, started_at=T0,
+        now=T0 + timedelta(seconds=after_s), stage_exposures=stage_exposures,
+    )
 
 
 def test_stage_weights_put_the_share_on_the_candidate() -> None:
@@ -42,46 +65,43 @@ def test_stage_weights_put_the_share_on_the_candidate() -> None:
         stage_weights(1.5, control_index=0)
 
 
-def test_a_stage_holds_until_duration_and_exposures_are_met() -> None:
-    """Both the stage's duration and its exposures must be met before moving on."""
-    state, now = _state(0, after_s=59, exposures=1000)
-    assert not stage_met(STAGES[0], state, now=now)[0]
-    step = next_step(STAGES, state, now=now, guardrail_breached=None, primary_degraded=False)
-    assert (step.kind, step.stage_index, step.share) == ("hold", 0, 0.01)
-    state, now = _state(0, after_s=600, exposures=99)
-    step = next_step(STAGES, state, now=now, guardrail_breached=None, primary_degraded=False)
-    assert step.kind == "hold" and "99 of its 100" in step.reason
+def test_stage_change_only_steps_forward_by_one() -> None:
+    """Only the stage right after the current one is taken; stale, repeated, skipping or
+    out-of-range proposals are refused."""
+    step = stage_change(STAGES, 1, 2, control_index=0)
+    assert step is not None
+    assert (step.stage_index, step.share, step.weights) == (2, 0.25, [0.75, 0.25])
+    assert stage_change(STAGES, None, 1, control_index=1) == StageChange(1, 0.05, [0.05, 0.95])
+    for current, proposed in ((2, 2), (2, 1), (1, 3), (4, 5), (2, None)):
+        assert stage_change(STAGES, current, proposed, control_index=0) is None
 
 
-def test_advance_complete_rollback_and_hold_on_degradation() -> None:
-    """A met stage advances by one; the met last stage completes; a breach rolls back at any
-    time; a degraded primary metric holds."""
-    state, now = _state(1, after_s=60, exposures=100)
-    step = next_step(STAGES, state, now=now, guardrail_breached=None, primary_degraded=False)
-    assert (step.kind, step.stage_index, step.share) == ("advance", 2, 0.25)
-    state, now = _state(4, after_s=60, exposures=100)
-    step = next_step(STAGES, state, now=now, guardrail_breached=None, primary_degraded=False)
-    assert (step.kind, step.stage_index, step.share) == ("complete", 4, 1.0)
-    state, now = _state(2, after_s=0, exposures=0)
-    step = next_step(STAGES, state, now=now, guardrail_breached="errors", primary_degraded=False)
-    assert (step.kind, step.share) == ("rollback", 0.0) and "errors" in step.reason
-    state, now = _state(2, after_s=600, exposures=1000)
-    step = next_step(STAGES, state, now=now, guardrail_breached=None, primary_degraded=True)
-    assert (step.kind, step.stage_index) == ("hold", 2)
+def test_stages_wait_for_duration_and_exposures_then_advance_and_complete() -> None:
+    """The recommendation the optimizer follows holds a stage until both its duration and its
+    exposures are met, then advances one stage; the met last stage stops with the candidate."""
+    assert _recommend(0, after_s=59, stage_exposures=1000).next_stage is None
+    waiting = _recommend(0, after_s=600, stage_exposures=99)
+    assert (waiting.action, waiting.next_stage) == ("continue", None)
+    advance = _recommend(1, after_s=60, stage_exposures=100)
+    assert (advance.action, advance.next_stage) == ("continue", 2)
+    done = _recommend(4, after_s=60, stage_exposures=100)
+    assert (done.action, done.arm) == ("stop", "candidate")
 
 
 def test_walking_the_stages_is_monotone() -> None:
-    """Stepping through every stage publishes a non-decreasing sequence of shares ending at 1."""
-    shares = []
+    """Following the recommendation through every stage publishes a non-decreasing sequence of
+    shares ending at 1."""
+    shares = [STAGES[0].share]
     index = 0
     for _ in range(10):
-        state, now = _state(index, after_s=60, exposures=100)
-        step = next_step(STAGES, state, now=now, guardrail_breached=None, primary_degraded=False)
-        shares.append(step.share)
-        if step.kind == "complete":
+        rec = _recommend(index, after_s=60, stage_exposures=100)
+        step = stage_change(STAGES, index, rec.next_stage, control_index=0)
+        if step is None:
+            assert rec.action == "stop"
             break
+        shares.append(step.share)
         index = step.stage_index
-    assert shares == [0.05, 0.25, 0.5, 1.0, 1.0]
+    assert shares == list(SHARES)
     assert is_monotone(shares) and not is_monotone([0.05, 0.01])
 
 

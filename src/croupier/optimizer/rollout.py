@@ -1,4 +1,4 @@
-"""The `rollout` policy as a pure state machine: which stage comes next, and its weights.
+"""The `rollout` policy's state changes, as pure functions: which stage may follow, and its weights.
 
 A rollout has two arms, the control and one candidate. The candidate's share follows the
 experiment's `stages` (strictly increasing, the last 1.0). Assignment is by a hash u ∈ [0, 1)
@@ -6,52 +6,28 @@ of (salt, unit): a unit gets the candidate when u < share. Because shares only g
 that has the candidate keeps it at every later stage; units move only control → candidate.
 The one way back is a rollback, which serves the control to everyone.
 
-Nothing here does I/O or reads a clock: the caller passes `now` and the counts.
+*When* to advance (the stage's `min_duration_s` and `min_exposures`, no degradation) is decided
+by :func:`croupier.optimizer.recommend.recommend`, the same rule the results endpoint shows;
+this module only checks that a proposed stage change keeps the rollout monotone and turns it
+into weights. Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
 
 from croupier.model import Stage
 
-StepKind = Literal["hold", "advance", "complete", "rollback"]
-
 
 @dataclass(frozen=True, slots=True)
-class RolloutState:
-    """Where a running rollout stands.
+class StageChange:
+    """A validated stage change: the new stage, its share and the two arms' weights."""
 
-    Attributes:
-        stage_index: index into `stages` of the stage in force.
-        stage_started_at: when that stage began.
-        stage_exposures: exposures (both arms) counted since that stage began.
-    """
-
-    stage_index: int
-    stage_started_at: datetime
-    stage_exposures: int
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutStep:
-    """What the optimizer does with a rollout this cycle.
-
-    Attributes:
-        kind: hold (stay), advance (next stage), complete (the last stage has held: the
-            candidate wins), rollback (serve the control to everyone).
-        stage_index: the stage in force after the step.
-        share: the candidate's share after the step (0 after a rollback).
-        reason: one sentence saying why.
-    """
-
-    kind: StepKind
     stage_index: int
     share: float
-    reason: str
+    weights: list[float]
 
 
 def stage_weights(share: float, *, control_index: int) -> list[float]:
@@ -64,72 +40,26 @@ def stage_weights(share: float, *, control_index: int) -> list[float]:
     return weights
 
 
-def stage_met(stage: Stage, state: RolloutState, *, now: datetime) -> tuple[bool, str]:
-    """Whether the stage has lasted `min_duration_s` and seen `min_exposures`, and why not."""
-    elapsed_s = (now - state.stage_started_at).total_seconds()
-    if elapsed_s < stage.min_duration_s:
-        return False, (
-            f"stage {state.stage_index + 1} has run {elapsed_s:.0f} s of its "
-            f"{stage.min_duration_s:g} s"
-        )
-    if state.stage_exposures < stage.min_exposures:
-        return False, (
-            f"stage {state.stage_index + 1} has {state.stage_exposures} of its "
-            f"{stage.min_exposures} exposures"
-        )
-    return True, f"stage {state.stage_index + 1} met its duration and exposures"
+def stage_change(
+    stages: Sequence[Stage], current: int | None, proposed: int | None, *, control_index: int
+) -> StageChange | None:
+    """The change to stage `proposed`, or None unless it is the stage right after `current`.
 
-
-def next_step(
-    stages: list[Stage],
-    state: RolloutState,
-    *,
-    now: datetime,
-    guardrail_breached: str | None,
-    primary_degraded: bool,
-) -> RolloutStep:
-    """The rollout's next step.
-
-    `guardrail_breached` names a breached guardrail (rollback, at any time); a significant
-    degradation of the primary metric holds the rollout at its stage (it never advances on
-    evidence of harm). Otherwise, once the stage's duration and exposures are met, the rollout
-    advances; at the last stage (share 1.0) it completes with the candidate as winner.
+    Only a step forward by exactly one stage is taken: a stale or repeated proposal (an
+    evaluation computed before the previous advance was applied) can never move a rollout
+    backwards or skip a stage.
     """
-    if not stages:
-        raise ValueError("a rollout needs at least one stage")
-    index = min(max(state.stage_index, 0), len(stages) - 1)
-    share = stages[index].share
-    if guardrail_breached is not None:
-        return RolloutStep(
-            "rollback",
-            index,
-            0.0,
-            f"guardrail {guardrail_breached} breached at stage {index + 1} "
-            f"(share {share:g}): serving the control",
-        )
-    if primary_degraded:
-        return RolloutStep(
-            "hold",
-            index,
-            share,
-            f"holding stage {index + 1}: the primary metric is significantly worse",
-        )
-    met, why = stage_met(stages[index], state, now=now)
-    if not met:
-        return RolloutStep("hold", index, share, why)
-    if index == len(stages) - 1:
-        return RolloutStep(
-            "complete",
-            index,
-            share,
-            f"the last stage (share {share:g}) held: the candidate is rolled out",
-        )
-    nxt = stages[index + 1].share
-    return RolloutStep(
-        "advance", index + 1, nxt, f"{why}: advancing to stage {index + 2} (share {nxt:g})"
-    )
+    if proposed is None or not stages:
+        return None
+    at = 0 if current is None else current
+    if proposed != at + 1 or proposed >= len(stages):
+        return None
+    share = stages[proposed].share
+    if share < stages[at].share:
+        return None
+    return StageChange(proposed, share, stage_weights(share, control_index=control_index))
 
 
-def is_monotone(shares: list[float]) -> bool:
+def is_monotone(shares: Sequence[float]) -> bool:
     """True when a sequence of published candidate shares never decreases."""
     return all(b >= a for a, b in itertools.pairwise(shares))

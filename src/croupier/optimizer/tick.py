@@ -33,7 +33,7 @@ from croupier.optimizer.alerts import AlertSender, alert_body
 from croupier.optimizer.analysis import RawStats
 from croupier.optimizer.evaluate import evaluate
 from croupier.optimizer.publish import Change, apply_change
-from croupier.optimizer.rollout import stage_weights
+from croupier.optimizer.rollout import stage_change
 from croupier.settings import Settings
 from croupier.stats.thompson import thompson_allocation
 from croupier.storage.redis_keys import RedisKeys
@@ -267,26 +267,23 @@ def plan(
             },
         )
 
-    if (
-        spec.policy == "rollout"
-        and spec.stages
-        and recommendation.next_stage is not None
-        and recommendation.next_stage != exp.stage_index
-        and 0 <= recommendation.next_stage < len(spec.stages)
-        and (exp.stage_index is None or recommendation.next_stage > exp.stage_index)
-    ):
-        nxt = recommendation.next_stage
-        share = spec.stages[nxt].share
+    step = (
+        stage_change(spec.stages, exp.stage_index, recommendation.next_stage, control_index=control)
+        if spec.policy == "rollout" and spec.stages
+        else None
+    )
+    if step is not None:
+        assert spec.stages is not None
         return Change(
             experiment_id=exp.id,
             key=exp.key,
             kind="stage",
             based_on_allocation_id=exp.allocation_id,
-            weights=stage_weights(share, control_index=control),
-            reason=f"stage {nxt + 1} of {len(spec.stages)}: candidate share {share:g} "
-            f"({recommendation.reason})",
-            stage=(nxt, now, sum(raw.exposures)),
-            details={"stage": nxt, "share": share},
+            weights=step.weights,
+            reason=f"stage {step.stage_index + 1} of {len(spec.stages)}: candidate share "
+            f"{step.share:g} ({recommendation.reason})",
+            stage=(step.stage_index, now, sum(raw.exposures)),
+            details={"stage": step.stage_index, "share": step.share},
         )
 
     if spec.policy == "thompson":
