@@ -230,14 +230,25 @@ class Server:
         return self.monitor.report()
 
 
-def _service_cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of the PostgreSQL and Redis processes on this machine."""
-    out = {"postgres": 0.0, "redis": 0.0}
+def _service_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """pid → (postgres|redis, CPU seconds so far) of the PostgreSQL and Redis processes."""
+    out: dict[int, tuple[str, float]] = {}
     for p in psutil.process_iter(["name", "cpu_times"]):
         name = p.info["name"] or ""
         kind = "postgres" if name.startswith("postgres") else "redis" if "redis" in name else None
         if kind and p.info["cpu_times"] is not None:
-            out[kind] += p.info["cpu_times"].user + p.info["cpu_times"].system
+            out[p.pid] = (kind, p.info["cpu_times"].user + p.info["cpu_times"].system)
+    return out
+
+
+def _service_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds used between two snapshots (processes that exited meanwhile are lost:
+    a lower bound; new processes count from zero)."""
+    out = {"postgres": 0.0, "redis": 0.0}
+    for pid, (kind, cpu) in after.items():
+        out[kind] += cpu - before.get(pid, (kind, 0.0))[1]
     return out
 
 
@@ -309,8 +320,9 @@ def run_wrk(
             out[k] = raw[k]
     if monitor is not None:
         out["server_cpu_cores_busy"] = round((cpu1 - cpu0) / wall, 2)
-    out["postgres_cpu_cores_busy"] = round((svc1["postgres"] - svc0["postgres"]) / wall, 2)
-    out["redis_cpu_cores_busy"] = round((svc1["redis"] - svc0["redis"]) / wall, 2)
+    svc = _service_delta(svc0, svc1)
+    out["postgres_cpu_cores_busy"] = round(svc["postgres"] / wall, 2)
+    out["redis_cpu_cores_busy"] = round(svc["redis"] / wall, 2)
     out["per_core_busy"] = [
         round(1 - (b.idle + b.iowait - a.idle - a.iowait) / max(1e-9, sum(b) - sum(a)), 2)
         for a, b in zip(cores0, cores1, strict=True)
