@@ -98,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=5.0,
                         help="pause between requests, so the optimizer (every 5 s) sees traffic")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--decide-timeout-s", type=float, default=0.2,
+                        help="budget of one decision before the default prompt is used")
     args = parser.parse_args(argv)
     if not args.key:
         parser.error("pass --key (the admin key `croupier serve` printed) or set CROUPIER_API_KEY")
     rng = random.Random(args.seed)
 
     # In an application the admin setup is done once, and requests use a `decide` key.
-    with Croupier(args.url, args.key) as croupier:
+    with Croupier(args.url, args.key, decide_timeout_s=args.decide_timeout_s) as croupier:
         ensure_running(croupier, args.experiment)
         window: Counter[str] = Counter()
         reasons: Counter[str] = Counter()

@@ -24,6 +24,8 @@ from croupier.client import AsyncCroupier, Croupier, CroupierError, Decision
 from croupier.settings import Settings
 from tests.integration.helpers import experiment_body
 
+_SLACK_S = 0.3  # scheduling slack on a loaded machine, on top of a timeout
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -88,7 +90,7 @@ async def test_sync_decide_and_reward_round_trip(
 ) -> None:
     """Typed decisions come back from the server and every reward reaches the database."""
     _setup(live.url, keys["admin"])
-    with Croupier(live.url, keys["decide"], decide_timeout_s=2.0) as croupier:
+    with Croupier(live.url, keys["decide"], decide_timeout_s=5.0) as croupier:
         decisions = [
             croupier.decide("prompts", f"user-{i}", {"country": "FR"}, default_arm="arm0")
             for i in range(30)
@@ -115,7 +117,7 @@ async def test_async_decide_reward_and_results(
     async with AsyncCroupier(live.url, keys["admin"]) as admin:
         await admin.create_experiment(_thompson_body())
         await admin.start_experiment("prompts")
-    async with AsyncCroupier(live.url, keys["decide"], decide_timeout_s=2.0) as croupier:
+    async with AsyncCroupier(live.url, keys["decide"], decide_timeout_s=5.0) as croupier:
         decisions = await asyncio.gather(
             *(croupier.decide("prompts", f"u{i}", default_arm="arm0") for i in range(40))
         )
@@ -162,7 +164,7 @@ async def test_batches_deliver_every_reward_exactly_once(
     _setup(live.url, keys["admin"])
     transport = _LoseFirstAck()
     with Croupier(
-        live.url, keys["decide"], decide_timeout_s=2.0, transport=transport,
+        live.url, keys["decide"], decide_timeout_s=5.0, transport=transport,
         flush_interval_s=60, backoff_base_s=0.01,
     ) as croupier:
         ids = [croupier.decide("prompts", f"u{i}", default_arm="arm0").decision_id
@@ -185,7 +187,7 @@ async def test_refused_item_is_dropped_and_the_rest_delivered(
 ) -> None:
     """A binary reward of 0.5 is refused alone; the rest of its batch is sent again and kept."""
     _setup(live.url, keys["admin"])
-    with Croupier(live.url, keys["decide"], decide_timeout_s=2.0) as croupier:
+    with Croupier(live.url, keys["decide"], decide_timeout_s=5.0) as croupier:
         ids = [croupier.decide("prompts", f"u{i}", default_arm="arm0").decision_id
                for i in range(10)]
         for i, decision_id in enumerate(ids):
@@ -206,7 +208,7 @@ async def test_rewards_wait_for_a_restarted_server(
     first.start()
     try:
         _setup(first.url, keys["admin"])
-        with Croupier(first.url, keys["decide"], decide_timeout_s=2.0) as probe:
+        with Croupier(first.url, keys["decide"], decide_timeout_s=5.0) as probe:
             ids = [probe.decide("prompts", f"u{i}", default_arm="arm0").decision_id
                    for i in range(20)]
     finally:
@@ -234,7 +236,7 @@ def test_sync_fallback_on_dead_server() -> None:
     croupier = Croupier(url, "crp_x", decide_timeout_s=0.2, backoff_base_s=0.01)
     started = time.monotonic()
     d = croupier.decide("prompts", "u1", default_arm="short", default_config={"p": "Be brief."})
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 0.2 + _SLACK_S
     assert (d.arm, d.config, d.reason, d.decision_id, d.is_fallback) == (
         "short", {"p": "Be brief."}, "fallback", None, True
     )
@@ -255,7 +257,7 @@ async def test_async_fallback_on_dead_server() -> None:
     async with AsyncCroupier(url, "crp_x", decide_timeout_s=0.2) as croupier:
         started = time.monotonic()
         d = await croupier.decide("prompts", "u1", default_arm="short")
-        assert time.monotonic() - started < 0.2
+        assert time.monotonic() - started < 0.2 + _SLACK_S
         assert (d.arm, d.config, d.reason, d.decision_id) == ("short", {}, "fallback", None)
         croupier.reward("AQAAAAEA-not-delivered", 1.0)
         started = time.monotonic()
@@ -281,20 +283,21 @@ async def test_fallback_when_the_server_does_not_answer(silent_port: int) -> Non
         started = time.monotonic()
         d = await client.decide("prompts", "u1", default_arm="short")
         elapsed = time.monotonic() - started
-    assert d.reason == "fallback" and 0.15 < elapsed < 0.35, elapsed
+    assert d.reason == "fallback" and 0.15 < elapsed < 0.2 + _SLACK_S, elapsed
     with Croupier(url, "crp_x", decide_timeout_s=0.2) as sync_client:
         started = time.monotonic()
         d = sync_client.decide("prompts", "u1", default_arm="short")
         elapsed = time.monotonic() - started
-    assert d.reason == "fallback" and "Timeout" in (d.error or "") and elapsed < 0.5, elapsed
+    assert d.reason == "fallback" and "Timeout" in (d.error or "")
+    assert elapsed < 2 * 0.2 + _SLACK_S, elapsed  # per-phase timeouts: at most connect + read
 
 
 async def test_fallback_on_error_statuses(live: LiveServer, keys: dict[str, str]) -> None:
     """An unknown experiment (404) and a bad key (401) fall back with the server's reason."""
-    with Croupier(live.url, keys["decide"], decide_timeout_s=2.0) as croupier:
+    with Croupier(live.url, keys["decide"], decide_timeout_s=5.0) as croupier:
         d = croupier.decide("missing", "u1", default_arm="a")
         assert d.reason == "fallback" and d.error and d.error.startswith("404")
-    async with AsyncCroupier(live.url, "crp_wrong", decide_timeout_s=2.0) as bad:
+    async with AsyncCroupier(live.url, "crp_wrong", decide_timeout_s=5.0) as bad:
         d = await bad.decide("missing", "u1", default_arm="a", default_config={"k": 1})
         assert d.reason == "fallback" and (d.error or "").startswith("401")
         assert d.config == {"k": 1}
@@ -311,7 +314,8 @@ async def test_llm_routing_example_runs(
     example = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "llm_routing", example)  # dataclasses look it up
     spec.loader.exec_module(example)
-    argv = ["--url", live.url, "--key", keys["admin"], "--requests", "300", "--delay-ms", "0"]
+    argv = ["--url", live.url, "--key", keys["admin"], "--requests", "300", "--delay-ms", "0",
+            "--decide-timeout-s", "5"]  # a loaded CI machine must not turn decisions into fallbacks
     assert await asyncio.to_thread(example.main, argv) == 0
     out = capsys.readouterr().out
     assert "created experiment 'support-prompt'" in out and "rewards sent 300" in out
