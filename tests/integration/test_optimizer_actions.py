@@ -180,7 +180,9 @@ async def test_burn_in_and_small_changes_write_nothing(harness: Harness) -> None
     """Before every arm has min_exposures_per_arm nothing is written; neither is a change
     below the minimum weight change."""
     eid = await harness.create(experiment_body(key="t", policy="thompson", arms=2))
-    await harness.set_stats(eid, [99, 5000], reward=_binary([0.05, 0.09], 5000))
+    await harness.set_stats(
+        eid, [99, 5000], reward=[_binary([0.05], 99)[0], _binary([0.09], 5000)[0]]
+    )
     await harness.optimizer.run_cycle()
     await harness.set_stats(eid, [5000, 5000], reward=_binary([0.05, 0.05], 5000))
     # equal evidence: P(best) ≈ 0.5 each, so the equal split stays within the 0.001 threshold

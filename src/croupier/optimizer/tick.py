@@ -17,7 +17,10 @@ the recommendation is) and the experiment's state; `tick` reads, plans and appli
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -35,7 +38,8 @@ from croupier.optimizer.evaluate import evaluate
 from croupier.optimizer.publish import Change, apply_change
 from croupier.optimizer.rollout import stage_change
 from croupier.settings import Settings
-from croupier.stats.thompson import thompson_allocation
+from croupier.stats.report import MetricReport
+from croupier.stats.thompson import Allocation, apply_floor, cap_change, thompson_allocation
 from croupier.storage.redis_keys import RedisKeys
 
 logger = logging.getLogger("croupier.optimizer.tick")
@@ -138,8 +142,16 @@ def thompson_change(
     raw: RawStats,
     settings: Settings,
     rng: np.random.Generator,
+    *,
+    p_best: Sequence[float | None] | None = None,
+    p_best_seed: int | None = None,
 ) -> Change | None:
-    """A new `thompson` allocation after burn-in, or None (burn-in, or no meaningful change)."""
+    """A new `thompson` allocation after burn-in, or None (burn-in, or no meaningful change).
+
+    `p_best` (and the seed of its draws), when the evaluation already computed it for every
+    arm, is reused instead of drawing the posterior again — unless arms are disabled (P(best)
+    must then be among the others) or top-two sampling is on.
+    """
     spec = exp.spec
     k = len(spec.arms)
     survivors = [i for i in range(k) if i not in exp.disabled_arms]
@@ -151,7 +163,28 @@ def thompson_change(
     assert metric is not None
     totals = raw.metrics[PRIMARY_METRIC]
     counts = [raw.exposures[i] if metric.type == "binary" else totals[i][0] for i in survivors]
-    allocation = thompson_allocation(
+    previous = [raw.weights[i] for i in survivors]
+    allocation: Allocation | None = None
+    if (
+        p_best is not None
+        and p_best_seed is not None
+        and not exp.disabled_arms
+        and not settings.optimizer_top_two
+        and all(p is not None for p in p_best)
+    ):
+        raw_p = [float(p or 0.0) for p in p_best]
+        target = apply_floor(raw_p, spec.min_arm_weight)
+        old = np.clip(np.asarray(previous, dtype=np.float64), 0.0, None)
+        if old.sum() > 0.0:
+            old = old / old.sum()
+        capped = cap_change(target, old, settings.optimizer_max_change_per_cycle)
+        allocation = Allocation(
+            weights=tuple(float(x) for x in capped),
+            target=tuple(float(x) for x in target),
+            raw=tuple(raw_p),
+            seed=p_best_seed,
+        )
+    allocation = allocation or thompson_allocation(
         metric_type=metric.type,
         direction=metric.direction,
         count=counts,
@@ -159,7 +192,7 @@ def thompson_change(
         sums_sq=[totals[i][2] for i in survivors],
         min_arm_weight=spec.min_arm_weight,
         rng=rng,
-        previous=[raw.weights[i] for i in survivors],
+        previous=previous,
         max_change=settings.optimizer_max_change_per_cycle,
         top_two=settings.optimizer_top_two,
     )
@@ -195,8 +228,10 @@ def plan(
     rng: np.random.Generator,
     *,
     now: datetime,
+    primary: MetricReport | None = None,
 ) -> Change | None:
-    """The one change to make this cycle, or None."""
+    """The one change to make this cycle, or None (`primary`: the evaluation's report, whose
+    P(best) a thompson reallocation reuses)."""
     spec = exp.spec
     k = len(spec.arms)
     control = spec.control_index
@@ -287,7 +322,14 @@ def plan(
         )
 
     if spec.policy == "thompson":
-        return thompson_change(exp, raw, settings, rng)
+        return thompson_change(
+            exp,
+            raw,
+            settings,
+            rng,
+            p_best=None if primary is None else [a.p_best for a in primary.arms],
+            p_best_seed=None if primary is None else primary.seed,
+        )
     return None
 
 
@@ -318,7 +360,14 @@ async def tick(ctx: TickContext, exp: RunningExperiment, *, now: datetime) -> Ti
                     p_value=srm.p_value,
                 ),
             )
-    change = plan(exp, raw, evaluation.recommendation, ctx.settings, ctx.rng, now=now)
+    args = (exp, raw, evaluation.recommendation, ctx.settings, ctx.rng)
+    if exp.spec.policy == "thompson" and (exp.disabled_arms or ctx.settings.optimizer_top_two):
+        # a fresh Monte Carlo draw takes milliseconds: keep it off the hot path's event loop
+        change = await asyncio.to_thread(
+            functools.partial(plan, *args, now=now, primary=evaluation.primary)
+        )
+    else:
+        change = plan(*args, now=now, primary=evaluation.primary)
     if change is None:
         return TickResult(exp.key, None, False, evaluation.recommendation.reason)
     applied = await apply_change(ctx.pool, ctx.redis, ctx.redis_keys, change, local=ctx.cache)
