@@ -89,7 +89,7 @@ class Metrics:
         self.rewards_duplicate += duplicates
 
     def rejected(self, items: int) -> None:
-        """Count reward items refused with a 4xx (one for a body that could not be read)."""
+        """Count reward items refused as invalid: 400, 409 or 422 (one for an unreadable body)."""
         self.rewards_rejected += items
 
     def observe_commit(self, seconds: float) -> None:
@@ -117,7 +117,7 @@ class Metrics:
         rewards = CounterMetricFamily(
             "croupier_rewards",
             "Reward items received by this process: accepted (newly written), duplicate "
-            "(identical repeats) or rejected (refused with a 4xx; nothing of that request "
+            "(identical repeats) or rejected (refused with 400/409/422; nothing of that request "
             "was written).",
             labels=["outcome"],
         )
