@@ -21,6 +21,13 @@ pytestmark = pytest.mark.benchmark
 N_EXPERIMENTS = 1000
 
 
+@pytest.fixture(autouse=True)
+def _only_when_asked(request: pytest.FixtureRequest) -> None:
+    """Benchmarks are off by default: they run only under `-m benchmark`."""
+    if "benchmark" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("benchmark: run with `pytest -m benchmark -s`")
+
+
 @pytest.mark.parametrize("policy", ["thompson", "fixed"])
 async def test_one_cycle_over_a_thousand_experiments(
     settings: Settings, db: asyncpg.Connection, policy: str
