@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -15,13 +15,14 @@ from croupier.errors import BadRequest, Forbidden, Invalid, Unauthorized, field_
 
 T = TypeVar("T")
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def require_scope(scope: Scope) -> Guard:
     """A guard admitting keys of `scope` (admin keys are admitted everywhere)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        # async on purpose: Litestar runs synchronous guards in a thread pool
         keys = connection.app.state.runtime.keys
         code, key_id = keys.check(connection.headers.get("authorization"), need=scope)
         if code == AuthResult.OK:

@@ -1,8 +1,9 @@
 """Group commit: concurrent reward requests share one transaction.
 
-Each request awaits a future; one flush task per process takes everything pending (up to a
-bound), commits it in a single transaction and resolves every future. A request is answered
-only after its commit.
+Each request awaits a future; the flush loop takes everything pending (up to a bound), commits
+it in a single transaction and resolves every future. Up to `max_in_flight` transactions run at
+once, so requests arriving during a commit form the next group instead of waiting for it. A
+request is answered only after its commit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from croupier.errors import Unavailable
@@ -29,12 +31,15 @@ class RewardBuffer:
         write: WriteFn,
         *,
         batch_max_items: int,
+        max_in_flight: int = 2,
         observe_commit_s: Callable[[float], None] | None = None,
     ) -> None:
         self._write = write
         self._observe_commit_s = observe_commit_s  # metrics: each request's wait for commit
         self._batch_max = batch_max_items
-        self._pending: list[tuple[list[RewardItem], asyncio.Future[Outcome]]] = []
+        self._pending: deque[tuple[list[RewardItem], asyncio.Future[Outcome]]] = deque()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -62,7 +67,7 @@ class RewardBuffer:
         taken: list[tuple[list[RewardItem], asyncio.Future[Outcome]]] = []
         size = 0
         while self._pending and (not taken or size + len(self._pending[0][0]) <= self._batch_max):
-            entry = self._pending.pop(0)
+            entry = self._pending.popleft()
             taken.append(entry)
             size += len(entry[0])
         return taken
@@ -95,14 +100,34 @@ class RewardBuffer:
             if not fut.done():
                 fut.set_result(outcome)
 
+    async def _flush_then_release(
+        self, group: list[tuple[list[RewardItem], asyncio.Future[Outcome]]]
+    ) -> None:
+        try:
+            await self._flush(group)
+        finally:
+            self._slots.release()
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                await self._flush(self._take())
+                await self._slots.acquire()  # waiting here lets the next group grow
+                group = self._take()
+                if not group:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(
+                    self._flush_then_release(group), name="croupier-reward-commit"
+                )
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
             if self._closing:
-                return
+                await asyncio.gather(*self._in_flight)
+                if not self._pending:
+                    return
+                self._wake.set()  # requests that arrived during the last commits
 
     async def stop(self) -> None:
         """Refuse new requests and commit what is pending."""
