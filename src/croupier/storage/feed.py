@@ -133,6 +133,19 @@ class SnapshotFeed:
         except DB_ERRORS as exc:
             logger.warning("could not reload API keys: %s", exc)
 
+    async def _drop_idle_connections(self) -> None:
+        """Close the shared Redis client's idle pooled connections.
+
+        After Redis restarts, a pooled connection to the old server fails its next command with
+        "Connection closed by server": the first publish after the restart was lost (the change
+        then arrived by polling only). Dropped when the subscription is lost and again when it
+        is back, so the next command opens a fresh connection.
+        """
+        try:
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+        except Exception:
+            logger.debug("closing idle Redis connections failed", exc_info=True)
+
     async def _subscribe(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
@@ -141,6 +154,7 @@ class SnapshotFeed:
                 await pubsub.subscribe(self.redis_keys.policy_channel, self.redis_keys.keys_channel)
                 if not self.redis_connected:
                     logger.info("subscribed to policy updates on Redis")
+                    await self._drop_idle_connections()
                 self.redis_connected = True
                 backoff = 0.2
                 # anything published while we were not subscribed is caught by a sync
@@ -162,6 +176,7 @@ class SnapshotFeed:
             except Exception as exc:
                 if self.redis_connected:
                     logger.warning("Redis subscription lost (%s); polling PostgreSQL", exc)
+                    await self._drop_idle_connections()
                 self.redis_connected = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
