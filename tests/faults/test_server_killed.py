@@ -22,7 +22,13 @@ from tests.faults.conftest import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # connections to the killed server are abandoned by httpx, and collected later
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 FLUSH_INTERVAL_MS = 50
 # a lost decision was made at most one flush interval (plus the batch being written) before the
