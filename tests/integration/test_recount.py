@@ -176,7 +176,10 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
         expected_recount = {
             r["arm"]: r["e"]
             for r in await db.fetch(
-                """SELECT w.ord - 1 AS arm, sum(w.weight) AS e
+                # a moved sticky unit's expected exposure is one on the arm it moved to
+                """SELECT w.ord - 1 AS arm,
+                          sum(CASE WHEN d.moved THEN (w.ord - 1 = d.arm_index)::int
+                                   ELSE w.weight END) AS e
                    FROM decisions d JOIN allocations a ON a.id = d.allocation_id,
                         unnest(a.weights) WITH ORDINALITY w(weight, ord)
                    WHERE d.experiment_id = $1 AND d.counted GROUP BY 1""",

@@ -55,6 +55,7 @@ class Decider:
             False,
             reason,
             policy.weights,
+            policy.sticky,
         )
         return DecideResponse(
             decision_id,
@@ -83,6 +84,7 @@ class Decider:
                 True,
                 reason,
                 policy.weights,
+                policy.sticky,
             )
         return DecideResponse(
             decision_id, policy.key, policy.arm_keys[arm], policy.configs[arm], propensity, reason

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 # (decision_id, experiment_id, arm_index, allocation_id, unit_id, counted, reason,
-#  decided_at_epoch_s, weights_at_decision)
-DecisionEvent = tuple[str, int, int, int, str, bool, str, float, tuple[float, ...]]
+#  decided_at_epoch_s, weights_at_decision, sticky_experiment)
+DecisionEvent = tuple[str, int, int, int, str, bool, str, float, tuple[float, ...], bool]
 
 
 class DecisionLog:
@@ -35,6 +35,7 @@ class DecisionLog:
         counted: bool,
         reason: str,
         weights: tuple[float, ...],
+        sticky: bool,
     ) -> None:
         """Queue one decision; never blocks."""
         if len(self.events) >= self.max_events:
@@ -52,6 +53,7 @@ class DecisionLog:
                 reason,
                 time.time(),
                 weights,
+                sticky,
             )
         )
 

@@ -2,7 +2,8 @@
 
 Sticky repeats share a decision_id; only the first stored row counts as an exposure, so
 `arm_stats` always equals a recount of `decisions`. `expected_exposures` adds, for every newly
-counted decision, the weight of every arm in the allocation the decision was made under.
+counted decision, the weight of every arm in the allocation the decision was made under — or,
+for a sticky unit moving to another arm (`moved`), one on the arm it moved to.
 """
 
 from __future__ import annotations
@@ -26,12 +27,23 @@ logger = logging.getLogger("croupier.decisions")
 # not woken when the connection is lost meanwhile (PostgreSQL killed mid-batch): without this
 # bound the writer would hang for the pool's 30 s command timeout while decisions pile up.
 COPY_TIMEOUT_S = 5.0
+_STAGE_COLUMNS = [
+    "decision_id",
+    "experiment_id",
+    "arm_index",
+    "allocation_id",
+    "unit_id",
+    "counted",
+    "reason",
+    "decided_at",
+    "sticky",
+]
 
 
 async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> int:
     """Store one batch and add its exposures to the statistics; returns rows newly stored."""
     records = [
-        (e[0], e[1], e[2], e[3], e[4], e[5], e[6], datetime.fromtimestamp(e[7], UTC))
+        (e[0], e[1], e[2], e[3], e[4], e[5], e[6], datetime.fromtimestamp(e[7], UTC), e[9])
         for e in events
     ]
     for attempt in range(5):
@@ -39,10 +51,15 @@ async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> in
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(Q["decision_stage_create"])
                 await conn.copy_records_to_table(
-                    "decision_stage", records=records, timeout=COPY_TIMEOUT_S
+                    "decision_stage_v2",
+                    records=records,
+                    columns=_STAGE_COLUMNS,
+                    timeout=COPY_TIMEOUT_S,
                 )
+                await conn.execute(Q["decision_stage_mark_moved"])
                 inserted = await conn.fetch(Q["decision_insert_from_stage"])
                 counted_ids = {r["decision_id"] for r in inserted if r["counted"]}
+                moved_ids = {r["decision_id"] for r in inserted if r["moved"]}
                 exposures: dict[tuple[int, int], int] = defaultdict(int)
                 expected: dict[tuple[int, int], float] = defaultdict(float)
                 for e in events:
@@ -50,6 +67,9 @@ async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> in
                         continue
                     counted_ids.discard(e[0])  # a repeated id in this batch counts once
                     exposures[(e[1], e[2])] += 1
+                    if e[0] in moved_ids:
+                        expected[(e[1], e[2])] += 1.0
+                        continue
                     for arm, weight in enumerate(e[8]):
                         expected[(e[1], arm)] += weight
                 if expected:

@@ -140,21 +140,36 @@ FROM rewards WHERE experiment_id = $1 AND counted
 GROUP BY metric, arm_index ORDER BY metric, arm_index;
 
 -- name: decision_stage_create
-CREATE TEMP TABLE IF NOT EXISTS decision_stage (
+CREATE TEMP TABLE IF NOT EXISTS decision_stage_v2 (
     decision_id text, experiment_id integer, arm_index smallint, allocation_id bigint,
-    unit_id text, counted boolean, reason text, decided_at timestamptz
+    unit_id text, counted boolean, reason text, decided_at timestamptz, sticky boolean,
+    moved boolean NOT NULL DEFAULT false
 ) ON COMMIT DELETE ROWS;
+
+-- name: decision_stage_mark_moved
+-- A counted decision of a sticky experiment whose unit is already counted on another arm, in
+-- the log or earlier in this batch, is a move (see migrations/0003_moved_decisions.sql).
+UPDATE decision_stage_v2 s SET moved = true
+WHERE s.counted AND s.sticky AND (
+    EXISTS (SELECT 1 FROM decisions d
+            WHERE d.experiment_id = s.experiment_id AND d.unit_id = s.unit_id
+              AND d.counted AND d.arm_index <> s.arm_index)
+    OR EXISTS (SELECT 1 FROM decision_stage_v2 e
+               WHERE e.experiment_id = s.experiment_id AND e.unit_id = s.unit_id
+                 AND e.counted AND e.arm_index <> s.arm_index AND e.decided_at < s.decided_at));
 
 -- name: decision_insert_from_stage
 -- Sticky repeats share a decision_id: only the first row is stored and counted. Decisions of
 -- experiments deleted meanwhile are dropped.
-INSERT INTO decisions
-SELECT DISTINCT ON (s.decision_id) s.*
-FROM decision_stage s
+INSERT INTO decisions (decision_id, experiment_id, arm_index, allocation_id, unit_id, counted,
+                       reason, decided_at, moved)
+SELECT DISTINCT ON (s.decision_id) s.decision_id, s.experiment_id, s.arm_index, s.allocation_id,
+       s.unit_id, s.counted, s.reason, s.decided_at, s.moved
+FROM decision_stage_v2 s
 WHERE EXISTS (SELECT 1 FROM experiments e WHERE e.id = s.experiment_id)
 ORDER BY s.decision_id, s.decided_at
 ON CONFLICT (decision_id) DO NOTHING
-RETURNING decision_id, counted;
+RETURNING decision_id, counted, moved;
 
 -- name: arm_stats_add
 UPDATE arm_stats s
