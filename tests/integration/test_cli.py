@@ -91,7 +91,8 @@ def test_serve_keys_restart_and_sigterm(tmp_path: Path) -> None:
         body = {"key": "greeting", "policy": "fixed",
                 "arms": [{"key": "a", "control": True}, {"key": "b"}]}
         assert httpx.post(server.url + "/v1/experiments", json=body, headers=h).status_code == 201
-        assert httpx.post(server.url + "/v1/experiments/greeting/start", headers=h).status_code == 200
+        started = httpx.post(server.url + "/v1/experiments/greeting/start", headers=h)
+        assert started.status_code == 200
         out = subprocess.run(
             [*CROUPIER, "keys", "create", "--scope", "decide", "--data-dir", str(data_dir)],
             capture_output=True, text=True, env=_env(), timeout=60, check=True,
@@ -142,7 +143,8 @@ def test_migrate_and_keys_list_on_the_embedded_default(tmp_path: Path) -> None:
     )
     assert "up to date" in out.stdout
     created = subprocess.run(
-        [*CROUPIER, "keys", "create", "--scope", "admin", "--name", "ops", "--data-dir", str(data_dir)],
+        [*CROUPIER, "keys", "create", "--scope", "admin", "--name", "ops",
+         "--data-dir", str(data_dir)],
         capture_output=True, text=True, env=_env(), timeout=60, check=True,
     )
     key_id = created.stdout.strip().split("_")[1]

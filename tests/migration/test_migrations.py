@@ -36,7 +36,7 @@ async def test_files_are_numbered_in_order() -> None:
 
 
 async def test_concurrent_migrators_apply_each_file_once(fresh_db: str) -> None:
-    """Several processes starting at once: the advisory lock lets one apply, the rest see it done."""
+    """Several processes starting at once: the advisory lock lets one apply, the others wait."""
     conns = [await asyncpg.connect(fresh_db) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrate(c) for c in conns))
