@@ -1,5 +1,4 @@
 # Docstrings use the Greek alpha on purpose.
-# ruff: noqa: RUF002
 """Rollout stage changes, hash monotonicity, rollback weights, and the false-rollback rate
 of healthy rollouts simulated with the pure statistics and recommendation code."""
 

@@ -1,5 +1,4 @@
 # Docstrings and reasons use mathematical notation (α, ≥) on purpose.
-# ruff: noqa: RUF001, RUF002, RUF003
 """What to do with an experiment now (SPEC §4), as a pure function of its statistics.
 
 :func:`recommend` looks at one evaluation (the primary metric's report and the guardrail

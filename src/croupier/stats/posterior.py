@@ -1,5 +1,4 @@
 # Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
-# ruff: noqa: RUF002
 """Posterior of each arm's mean, P(best) and expected loss by seeded Monte Carlo.
 
 Binary metric: Beta(1 + sum, 1 + n − sum) (a uniform prior). Continuous metric: the normal

@@ -1,5 +1,4 @@
 # Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
-# ruff: noqa: RUF002
 """Sample size for a two-sample comparison (``POST /v1/stats/sample-size``).
 
 Standard normal-approximation formulas, two-sided α, no correction across arms:

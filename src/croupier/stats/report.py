@@ -1,5 +1,4 @@
 # Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
-# ruff: noqa: RUF002
 """The one entry point the results endpoint and the optimizer call: :func:`analyze`.
 
 Inputs are per-arm running totals (numpy arrays, one entry per arm, in the experiment's arm

@@ -1,5 +1,4 @@
 # Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
-# ruff: noqa: RUF002
 """Always-valid p-values by the mixture sequential probability ratio test (mSPRT).
 
 Johari, Koomen, Pekelis & Walsh (2017), "Peeking at A/B tests: why it matters, and what to do

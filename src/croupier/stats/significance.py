@@ -1,5 +1,4 @@
 # Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
-# ruff: noqa: RUF002
 """Fixed-horizon frequentist statistics: intervals, two-sample tests, Holm adjustment.
 
 Each function mirrors a named reference implementation (the test oracle) on regular input and

@@ -1,5 +1,4 @@
 # Docstrings use mathematical notation (minus signs, Greek letters) on purpose.
-# ruff: noqa: RUF002
 """Traffic weights for the ``thompson`` policy.
 
 Probability matching (Thompson 1933): each arm's weight is its posterior probability of being
