@@ -136,6 +136,13 @@ def _field_from_message(message: str) -> str:
     return ""
 
 
+def _is_unavailable(exc: Exception) -> bool:
+    """PostgreSQL unreachable (imported lazily: errors.py must not depend on storage)."""
+    from croupier.storage.db import UNAVAILABLE_ERRORS
+
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
 def error_to_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The only place where an exception becomes an HTTP response."""
     status = 500
@@ -143,6 +150,10 @@ def error_to_response(request: Request[Any, Any, Any], exc: Exception) -> Respon
     extra: list[dict[str, Any]] | None = None
     if isinstance(exc, CroupierError):
         status, detail, extra, headers = exc.status_code, exc.detail, exc.extra, exc.headers
+    elif _is_unavailable(exc):
+        status, headers = 503, {"Retry-After": "1"}
+        detail = "The database is unavailable right now; nothing was changed. Retry shortly."
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     elif isinstance(exc, ValidationException):
         status = 400
         detail, extra = _from_validation(exc)

@@ -23,9 +23,8 @@ OPEN = {
     ("GET", "/schema"),
     ("GET", "/schema/openapi.json"),
 }
-# Routes a `decide` key may call. /v1/stats/sample-size is a pure calculator the implementation
-# opens to decide keys (SPEC §2 lists it among the admin routes).
-DECIDE_SCOPE = {("POST", "/v1/decide"), ("POST", "/v1/rewards"), ("POST", "/v1/stats/sample-size")}
+# Routes a `decide` key may call (everything else needs an admin key, as SPEC §2 lists).
+DECIDE_SCOPE = {("POST", "/v1/decide"), ("POST", "/v1/rewards")}
 
 
 def _revoke(c: Cluster, key: str) -> None:

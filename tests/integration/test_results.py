@@ -617,7 +617,7 @@ async def test_sample_size_matches_the_formulas(
     client: AsyncTestClient[Any], keys: dict[str, str], body: dict[str, Any], per_arm: int
 ) -> None:
     """per_arm is the SPEC formula (scipy.stats.norm) and total = per_arm·arms, for any key."""
-    r = await client.post("/v1/stats/sample-size", json=body, headers=auth(keys["decide"]))
+    r = await client.post("/v1/stats/sample-size", json=body, headers=auth(keys["admin"]))
     assert r.status_code == 200, r.text
     assert r.json() == {"per_arm": per_arm, "total": per_arm * body.get("arms", 2)}
 
@@ -646,7 +646,7 @@ async def test_sample_size_rejects_bad_input(
     client: AsyncTestClient[Any], keys: dict[str, str], body: dict[str, Any], field: str
 ) -> None:
     """Invalid sample-size input is a 422 whose `extra` names the field."""
-    r = await client.post("/v1/stats/sample-size", json=body, headers=auth(keys["decide"]))
+    r = await client.post("/v1/stats/sample-size", json=body, headers=auth(keys["admin"]))
     assert r.status_code == 422, r.text
     err = r.json()
     assert err["detail"]

@@ -59,7 +59,7 @@ def _field_of(message: str, body: SampleSizeRequest) -> str:
 @post(
     SAMPLE_SIZE_PATH,
     status_code=200,
-    guards=[require_scope("decide")],
+    guards=[require_scope("admin")],  # SPEC §2 lists it among the admin routes
     tags=["statistics"],
     summary="Sample size for a two-sample test",
 )
