@@ -27,6 +27,7 @@ from litestar.openapi.spec import (
 from croupier import __version__
 from croupier.admin.routes import REQUEST_BODIES, ExperimentController, audit_log
 from croupier.admin.stats_routes import STATS_REQUEST_BODIES, post_sample_size
+from croupier.dashboard.routes import DASHBOARD_ROUTES
 from croupier.decision.routes import DECIDE_PATH, make_decide_route
 from croupier.decision.schemas import DecideRequest, DecideResponse
 from croupier.errors import error_to_response
@@ -173,6 +174,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             decide_route, post_rewards, ExperimentController, audit_log, healthz, readyz,
             openapi_json, openapi_json_file, post_sample_size, metrics_endpoint,
+            *DASHBOARD_ROUTES,
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: error_to_response},

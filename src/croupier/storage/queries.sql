@@ -304,3 +304,15 @@ RETURNING metric, arm_index, kind, p_value;
 SELECT id, status, settings::text AS settings, stage_index, stage_started_at, started_at,
        stage_exposures_base, disabled_arms
 FROM experiments WHERE key = $1;
+
+-- dashboard (migration 0005: sequential_history, written by a trigger on sequential_state)
+
+-- name: sequential_history
+-- An experiment's sequential p-value history, per comparison in time order.
+SELECT metric, arm_index, kind, at, p_value, exposures
+FROM sequential_history WHERE experiment_id = $1
+ORDER BY metric, kind, arm_index, at;
+
+-- name: dashboard_experiment
+-- The experiment's id and definition, for the dashboard's history endpoint.
+SELECT id, settings::text AS settings FROM experiments WHERE key = $1;
