@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all serve test test-fast lint typecheck format clean
+.PHONY: all serve test test-fast lint typecheck format clean screenshot
 
 all: lint typecheck test
 
@@ -28,6 +28,10 @@ test: $(BIN)/croupier
 ## Everything except the slow process-level tests and the simulations.
 test-fast: $(BIN)/croupier
 	$(BIN)/python -m pytest -q -m "not slow and not simulation" $(PYTEST_ARGS)
+
+## Start a server with demo data and save a picture of the dashboard (needs chromium + playwright).
+screenshot: $(BIN)/croupier
+	$(BIN)/python -m tests.browser.screenshot --out docs/dashboard.png
 
 lint: $(BIN)/croupier
 	$(BIN)/ruff check src tests benchmarks

@@ -33,8 +33,8 @@ class ArmTruth:
 
 _TRUTH: dict[str, dict[str, ArmTruth]] = {
     PROMPTS: {
-        "baseline": ArmTruth(0.10, 820.0),
-        "concise": ArmTruth(0.16, 640.0),
+        "baseline": ArmTruth(0.08, 820.0),
+        "concise": ArmTruth(0.18, 640.0),
         "step-by-step": ArmTruth(0.12, 1150.0),
     },
     LANDING: {"control": ArmTruth(0.20, 0.0), "bold": ArmTruth(0.24, 0.0)},

@@ -1,7 +1,9 @@
-"""`create_app(settings)` served by uvicorn on a free port of 127.0.0.1, in a thread."""
+"""What the browser tests share: a live server (`create_app(settings)` served by uvicorn on a
+free port of 127.0.0.1, in a thread) and how Chromium is found and launched."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -10,6 +12,15 @@ import uvicorn
 
 from croupier.app import create_app
 from croupier.settings import Settings
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+"""Debian's chromium. Playwright drives it through `executable_path`: `playwright install`
+(which downloads a browser build of its own) is never needed."""
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+"""Headless, no sandbox (containers run as root), no network of the browser's own."""
 
 
 def free_port() -> int:

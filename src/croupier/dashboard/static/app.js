@@ -178,10 +178,11 @@ function timeChart({ id, series, t0, t1, y, hlines = [] }) {
     root.append(svg("line", { class: "grid-line", x1: M.l, x2: W - M.r, y1: Y(v), y2: Y(v) }),
       svg("text", { x: M.l - 6, y: Y(v) + 4, "text-anchor": "end" }, y.format(v)));
   }
-  for (const t of timeTicks(t0, t1, 4)) {
-    root.append(svg("text", { x: X(t), y: H - 8, "text-anchor": "middle" },
+  timeTicks(t0, t1, 4).forEach((t, i, all) => {
+    const anchor = i === 0 ? "start" : i === all.length - 1 ? "end" : "middle";
+    root.append(svg("text", { x: X(t), y: H - 8, "text-anchor": anchor },
       timeLabel(t, t1 - t0)));
-  }
+  });
   root.append(svg("line", { class: "axis", x1: M.l, x2: W - M.r, y1: M.t + ih, y2: M.t + ih }));
   for (const h of hlines) {
     root.append(svg("line", { class: h.cls, x1: M.l, x2: W - M.r, y1: Y(h.y), y2: Y(h.y) }),
@@ -212,10 +213,17 @@ function legend(items) {
   }));
 }
 
+// room on the left for the longest row label (about 7 px a character at 12 px)
+function labelWidth(labels) {
+  const longest = Math.max(0, ...labels.map((l) => l.length));
+  return Math.min(Math.max(longest * 7 + 14, 72), 220);
+}
+
 // Per-arm mean with its interval; the control's mean as a dashed reference line.
 function forestChart({ id, arms, format }) {
   const rows = arms.map((a, i) => ({ ...a, i })).filter((a) => a.mean !== null);
-  const rowH = 30, h = M.t + M.b + Math.max(rows.length, 1) * rowH, left = 96;
+  const rowH = 30, h = M.t + M.b + Math.max(rows.length, 1) * rowH;
+  const left = labelWidth(rows.map((a) => a.arm + (a.control ? " (control)" : "")));
   const root = svg("svg", { class: "chart", id, viewBox: `0 0 ${W} ${h}`, role: "img" });
   if (!rows.length) {
     root.append(svg("text", { x: W / 2, y: h / 2, "text-anchor": "middle" }, "No data yet"));
@@ -233,7 +241,7 @@ function forestChart({ id, arms, format }) {
   for (let k = 0; k <= 4; k++) {
     const v = lo + ((hi - lo) * k) / 4;
     root.append(svg("line", { class: "grid-line", x1: X(v), x2: X(v), y1: M.t, y2: h - M.b }),
-      svg("text", { x: X(v), y: h - 8, "text-anchor": "middle" }, format(v)));
+      svg("text", { x: X(v), y: h - 8, "text-anchor": k === 4 ? "end" : "middle" }, format(v)));
   }
   const control = rows.find((a) => a.control);
   if (control) {
@@ -257,7 +265,8 @@ function forestChart({ id, arms, format }) {
 
 // Horizontal bars of P(best), with the stopping threshold for thompson.
 function pBestChart({ id, arms, threshold }) {
-  const rowH = 30, h = M.t + M.b + Math.max(arms.length, 1) * rowH, left = 96;
+  const rowH = 30, h = M.t + M.b + Math.max(arms.length, 1) * rowH;
+  const left = labelWidth(arms.map((a) => a.arm));
   const iw = W - left - M.r - 48;
   const X = (v) => left + v * iw;
   const root = svg("svg", { class: "chart", id, viewBox: `0 0 ${W} ${h}`, role: "img" });
@@ -588,7 +597,8 @@ function renderDetail({ exp, results, allocations, history, audit }) {
         el("span", { class: "muted" }, exp.started_at ? `started ${fmtTime(exp.started_at)}`
           : `created ${fmtTime(exp.created_at)}`),
         exp.winner ? el("span", {}, `winner ${exp.winner}`) : null,
-        exp.status_reason ? el("span", { class: "muted" }, exp.status_reason) : null)),
+        exp.status_reason ? el("span", { class: "muted" }, `last change: ${exp.status_reason}`)
+          : null)),
     actionBar(exp, results));
   const callouts = el("div", { class: "callouts" },
     el("div", { class: "card", id: "recommendation" },
