@@ -292,14 +292,14 @@ async def test_one_failing_experiment_is_skipped(
     """An experiment whose evaluation raises is logged and skipped; the others still move."""
     import croupier.optimizer.tick as tick_module
 
-    real = tick_module.evaluate
+    real = tick_module.compute
 
-    async def flaky(pool: Any, key: str, **kw: Any) -> Any:
-        if key == "bad":
+    def flaky(raw: Any, rng: Any, **kw: Any) -> Any:
+        if raw.spec.key == "bad":
             raise RuntimeError("boom")
-        return await real(pool, key, **kw)
+        return real(raw, rng, **kw)
 
-    monkeypatch.setattr(tick_module, "evaluate", flaky)
+    monkeypatch.setattr(tick_module, "compute", flaky)
     bad = await harness.create(experiment_body(key="bad", policy="thompson", arms=2))
     good = await harness.create(experiment_body(key="good", policy="thompson", arms=2))
     for eid in (bad, good):

@@ -9,8 +9,11 @@ are computed by :mod:`croupier.optimizer.evaluate` with the pure core in :mod:`c
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -49,6 +52,7 @@ class RawStats:
         stage_exposures: exposures of both arms since the current stage began.
         disabled_arms: arms the optimizer rolled back on a guardrail (weight kept at 0).
         computed_at: the time of the snapshot.
+        allocation_id: the id of the allocation in force (None when there is none).
     """
 
     experiment_id: int
@@ -65,6 +69,7 @@ class RawStats:
     stage_exposures: int
     disabled_arms: frozenset[int]
     computed_at: datetime
+    allocation_id: int | None = None
 
 
 async def read_raw_stats(pool: asyncpg.Pool, key: str) -> RawStats:
@@ -80,7 +85,28 @@ async def read_raw_stats(pool: asyncpg.Pool, key: str) -> RawStats:
         arms = await conn.fetch(Q["stats_arms"], experiment_id)
         metric_rows = await conn.fetch(Q["stats_metrics"], experiment_id)
         seq_rows = await conn.fetch(Q["sequential_states"], experiment_id)
-    spec = _spec_decoder.decode(row["settings"])
+    return _raw_stats(
+        row,
+        _spec_decoder.decode(row["settings"]),
+        None if alloc is None else (alloc["id"], list(alloc["weights"])),
+        arms,
+        metric_rows,
+        seq_rows,
+        computed_at,
+    )
+
+
+def _raw_stats(
+    row: Any,
+    spec: ExperimentSpec,
+    allocation: tuple[int, list[float]] | None,
+    arms: Sequence[Any],
+    metric_rows: Sequence[Any],
+    seq_rows: Sequence[Any],
+    computed_at: datetime,
+) -> RawStats:
+    """A RawStats from the rows of one experiment (`allocation`: (id, weights) in force)."""
+    experiment_id = row["id"]
     k = len(spec.arms)
     exposures = [0] * k
     expected = [0.0] * k
@@ -103,7 +129,7 @@ async def read_raw_stats(pool: asyncpg.Pool, key: str) -> RawStats:
         experiment_id=experiment_id,
         spec=spec,
         status=row["status"],
-        weights=list(alloc["weights"]) if alloc is not None else [0.0] * k,
+        weights=allocation[1] if allocation is not None else [0.0] * k,
         exposures=exposures,
         expected_exposures=expected,
         metrics=metrics,
@@ -114,7 +140,63 @@ async def read_raw_stats(pool: asyncpg.Pool, key: str) -> RawStats:
         stage_exposures=max(0, sum(exposures) - (row["stage_exposures_base"] or 0)),
         disabled_arms=frozenset(row["disabled_arms"] or ()),
         computed_at=computed_at,
+        allocation_id=allocation[0] if allocation is not None else None,
     )
+
+
+class SpecCache:
+    """Decoded experiment definitions, re-decoded only when the stored JSON changes."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[str, ExperimentSpec]] = {}
+
+    def get(self, experiment_id: int, settings_json: str) -> ExperimentSpec:
+        """The definition of `experiment_id` stored as `settings_json`."""
+        cached = self._by_id.get(experiment_id)
+        if cached is not None and cached[0] == settings_json:
+            return cached[1]
+        spec = _spec_decoder.decode(settings_json)
+        self._by_id[experiment_id] = (settings_json, spec)
+        return spec
+
+    def keep(self, experiment_ids: set[int]) -> None:
+        """Forget experiments not in `experiment_ids`."""
+        for gone in self._by_id.keys() - experiment_ids:
+            del self._by_id[gone]
+
+
+async def read_running_stats(pool: asyncpg.Pool, specs: SpecCache) -> list[RawStats]:
+    """Every running experiment's RawStats in one repeatable-read snapshot and four queries
+    (the optimizer's read, whatever the number of experiments)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        computed_at = datetime.now(UTC)
+        rows = await conn.fetch(Q["optimizer_running_stats"])
+        ids = [r["id"] for r in rows]
+        arm_rows = await conn.fetch(Q["stats_arms_many"], ids)
+        metric_rows = await conn.fetch(Q["stats_metrics_many"], ids)
+        seq_rows = await conn.fetch(Q["sequential_states_many"], ids)
+    arms_of: dict[int, list[Any]] = defaultdict(list)
+    for r in arm_rows:
+        arms_of[r["experiment_id"]].append(r)
+    metrics_of: dict[int, list[Any]] = defaultdict(list)
+    for r in metric_rows:
+        metrics_of[r["experiment_id"]].append(r)
+    seq_of: dict[int, list[Any]] = defaultdict(list)
+    for r in seq_rows:
+        seq_of[r["experiment_id"]].append(r)
+    specs.keep(set(ids))
+    return [
+        _raw_stats(
+            r,
+            specs.get(r["id"], r["settings"]),
+            (r["allocation_id"], list(r["weights"])),
+            arms_of.get(r["id"], []),
+            metrics_of.get(r["id"], []),
+            seq_of.get(r["id"], []),
+            computed_at,
+        )
+        for r in rows
+    ]
 
 
 def arm_data(raw: RawStats, metric: Metric) -> list[ArmResult]:

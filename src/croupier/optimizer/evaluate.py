@@ -83,10 +83,18 @@ def _states(raw: RawStats, metric: str, kind: str) -> list[SequentialState | Non
     return [None if p is None else SequentialState(p) for p in stored]
 
 
-def _compute(
-    raw: RawStats, rng: np.random.Generator
-) -> tuple[MetricReport, dict[str, tuple[GuardrailCheck, ...]]]:
-    """The CPU part: the primary report and the guardrail checks (pure)."""
+Checks = dict[str, tuple[GuardrailCheck, ...]]
+"""Guardrail metric name → one check per non-control arm."""
+
+
+def compute(
+    raw: RawStats, rng: np.random.Generator, *, integrate: bool = False
+) -> tuple[MetricReport, Checks]:
+    """The CPU part: the primary report and the guardrail checks (pure).
+
+    ``integrate``: P(best) by numerical integration instead of Monte Carlo draws (the
+    optimizer's cycle; `GET …/results` draws).
+    """
     spec = raw.spec
     alpha = 1.0 - spec.confidence_level
     control = spec.control_index
@@ -105,6 +113,7 @@ def _compute(
         sums_sq=[t[2] for t in totals],
         sequential_states=_states(raw, PRIMARY_METRIC, KIND_TWO_SIDED),
         rng=rng,
+        integrate=integrate,
     )
     checks: dict[str, tuple[GuardrailCheck, ...]] = {}
     for m in guardrail_metrics(raw):
@@ -131,11 +140,7 @@ async def _persist(
     checks: dict[str, tuple[GuardrailCheck, ...]],
 ) -> tuple[MetricReport, dict[str, tuple[GuardrailCheck, ...]]]:
     """Fold the new p-values into the stored running minima; report the merged values."""
-    rows: list[tuple[str, int, str, float]] = [
-        (PRIMARY_METRIC, c.arm, KIND_TWO_SIDED, c.sequential_p_value) for c in primary.comparisons
-    ]
-    for name, per_arm in checks.items():
-        rows += [(name, c.arm, KIND_GUARDRAIL, c.sequential_p_value) for c in per_arm]
+    rows = _sequential_rows(primary, checks)
     if not rows:
         return primary, checks
     metrics, arms, kinds, p_values = (list(col) for col in zip(*rows, strict=True))
@@ -144,15 +149,85 @@ async def _persist(
             Q["sequential_merge"], raw.experiment_id, metrics, arms, kinds, p_values
         )
     merged = {(r["metric"], r["arm_index"], r["kind"]): r["p_value"] for r in merged_rows}
+    return fold(primary, checks, merged)
+
+
+def _sequential_rows(primary: MetricReport, checks: Checks) -> list[tuple[str, int, str, float]]:
+    """(metric, arm, kind, p-value) of every sequential test of one evaluation."""
+    rows: list[tuple[str, int, str, float]] = [
+        (PRIMARY_METRIC, c.arm, KIND_TWO_SIDED, c.sequential_p_value) for c in primary.comparisons
+    ]
+    for name, per_arm in checks.items():
+        rows += [(name, c.arm, KIND_GUARDRAIL, c.sequential_p_value) for c in per_arm]
+    return rows
+
+
+SequentialStored = dict[tuple[str, str], list[float | None]]
+"""(metric, kind) → per arm the stored running minimum (None: nothing stored), as in RawStats."""
+
+
+async def persist_many(
+    pool: asyncpg.Pool, evaluated: list[tuple[RawStats, MetricReport, Checks]]
+) -> list[tuple[MetricReport, Checks, SequentialStored]]:
+    """`_persist` for many experiments in one statement (the optimizer's cycle).
+
+    Only new comparisons and p-values below the running minimum stored at the snapshot are
+    written (any other would leave its row as it is). Returns, per input, the merged report
+    and checks and the sequential state now stored (what the next snapshot should read if
+    nobody else writes).
+    """
+    ids: list[int] = []
+    metrics: list[str] = []
+    arms: list[int] = []
+    kinds: list[str] = []
+    p_values: list[float] = []
+    for raw, primary, checks in evaluated:
+        for metric, arm, kind, p in _sequential_rows(primary, checks):
+            per_arm = raw.sequential.get((metric, kind))
+            stored = None if per_arm is None else per_arm[arm]
+            if stored is None or not math.isfinite(stored) or p < stored:
+                ids.append(raw.experiment_id)
+                metrics.append(metric)
+                arms.append(arm)
+                kinds.append(kind)
+                p_values.append(p)
+    written: dict[int, list[tuple[str, int, str, float]]] = {}
+    if ids:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(Q["sequential_merge_many"], ids, metrics, arms, kinds, p_values)
+        for r in rows:
+            written.setdefault(r["experiment_id"], []).append(
+                (r["metric"], r["arm_index"], r["kind"], r["p_value"])
+            )
+    out: list[tuple[MetricReport, Checks, SequentialStored]] = []
+    for raw, primary, checks in evaluated:
+        merged: dict[tuple[str, int, str], float] = {}
+        state: SequentialStored = {key: list(per_arm) for key, per_arm in raw.sequential.items()}
+        for (metric, kind), per_arm in raw.sequential.items():
+            for arm, stored in enumerate(per_arm):
+                if stored is not None:
+                    merged[(metric, arm, kind)] = stored
+        for metric, arm, kind, p in written.get(raw.experiment_id, []):
+            merged[(metric, arm, kind)] = p
+            state.setdefault((metric, kind), [None] * len(raw.spec.arms))[arm] = p
+        folded_primary, folded_checks = fold(primary, checks, merged)
+        out.append((folded_primary, folded_checks, state))
+    return out
+
+
+def fold(
+    primary: MetricReport, checks: Checks, merged: dict[tuple[str, int, str], float]
+) -> tuple[MetricReport, Checks]:
+    """The report with each sequential p-value folded into its stored running minimum."""
     alpha = primary.alpha
 
-    def fold(metric: str, arm: int, kind: str, p: float) -> float:
+    def lowest(metric: str, arm: int, kind: str, p: float) -> float:
         stored = merged.get((metric, arm, kind))
         return p if stored is None or not math.isfinite(stored) else min(p, stored)
 
     comparisons: list[Comparison] = []
     for c in primary.comparisons:
-        p = fold(PRIMARY_METRIC, c.arm, KIND_TWO_SIDED, c.sequential_p_value)
+        p = lowest(PRIMARY_METRIC, c.arm, KIND_TWO_SIDED, c.sequential_p_value)
         comparisons.append(
             dataclasses.replace(
                 c, sequential_p_value=p, significant=p < alpha, state=SequentialState(p)
@@ -168,7 +243,7 @@ async def _persist(
     for name, per_arm in checks.items():
         folded: list[GuardrailCheck] = []
         for g in per_arm:
-            p = fold(name, g.arm, KIND_GUARDRAIL, g.sequential_p_value)
+            p = lowest(name, g.arm, KIND_GUARDRAIL, g.sequential_p_value)
             folded.append(
                 dataclasses.replace(
                     g, sequential_p_value=p, breached=p < alpha, state=SequentialState(p)
@@ -197,7 +272,7 @@ async def evaluate(
     generator = rng if rng is not None else np.random.default_rng()
     # the Monte Carlo and the tests take milliseconds: keep them off the event loop, which
     # also serves the decision hot path
-    primary, checks = await asyncio.to_thread(_compute, raw, generator)
+    primary, checks = await asyncio.to_thread(compute, raw, generator)
     if persist:
         primary, checks = await _persist(pool, raw, primary, checks)
     rec = recommend(

@@ -7,7 +7,8 @@ releases the lock and a follower takes it at its next try — within one interva
 release, so a dead leader is replaced within two. A leader that finds its connection dead
 steps down at once. With any number of processes exactly one optimizes.
 
-Each cycle lists the running experiments and ticks each one; one experiment's failure is
+Each cycle reads every running experiment's statistics at once, re-evaluates those whose
+statistics changed and applies the changes (`tick.run_cycle`); one experiment's failure is
 logged and skipped, never the loop. The component keeps its leader status and the time and
 duration of its last cycle for readiness and metrics.
 """
@@ -28,7 +29,8 @@ import redis.asyncio as aioredis
 
 from croupier.decision.policy_cache import PolicyCache
 from croupier.optimizer.alerts import AlertSender
-from croupier.optimizer.tick import RunningExperiment, TickContext, TickResult, tick
+from croupier.optimizer.tick import TickContext, TickResult
+from croupier.optimizer.tick import run_cycle as cycle
 from croupier.settings import Settings
 from croupier.storage.queries import Q
 from croupier.storage.redis_keys import RedisKeys
@@ -189,22 +191,16 @@ class Optimizer:
     async def run_cycle(self, *, now: datetime | None = None) -> CycleReport:
         """One pass over every running experiment (the leader's work; callable in tests)."""
         started = time.monotonic()
-        rows = await self.pool.fetch(Q["optimizer_running"])
-        results: list[TickResult] = []
-        failures = 0
-        for row in rows:
-            if self._stop.is_set() or (self._task is not None and not self._still_leader()):
-                break
-            key = row["key"]
-            try:
-                exp = RunningExperiment.from_row(row)
-                results.append(await tick(self.ctx, exp, now=now or datetime.now(UTC)))
-            except Exception:
-                failures += 1
-                logger.exception("optimizer tick failed key=%s; skipped this cycle", key)
+
+        def should_stop() -> bool:
+            return self._stop.is_set() or (self._task is not None and not self._still_leader())
+
+        n, results, failures = await cycle(
+            self.ctx, now=now or datetime.now(UTC), should_stop=should_stop
+        )
         duration_s = time.monotonic() - started
         report = CycleReport(
-            experiments=len(rows),
+            experiments=n,
             changes=sum(1 for r in results if r.applied),
             failures=failures,
             duration_s=duration_s,
@@ -216,10 +212,11 @@ class Optimizer:
         self.last_cycle_duration_s = duration_s
         self.last_cycle = report
         logger.debug(
-            "optimizer cycle experiments=%d changes=%d failures=%d duration_s=%.3f",
+            "optimizer cycle experiments=%d changes=%d failures=%d duration_s=%.3f %s",
             report.experiments,
             report.changes,
             failures,
             duration_s,
+            " ".join(f"{k}={v}" for k, v in self.ctx.last_phases.items()),
         )
         return report

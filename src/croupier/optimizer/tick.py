@@ -1,7 +1,9 @@
-"""One optimizer step for one running experiment: evaluate, decide, change, alert.
+"""The optimizer's cycle: evaluate every running experiment, decide, change, alert.
 
-`plan` is the decision, a pure function of the evaluation (what the statistics say and what
-the recommendation is) and the experiment's state; `tick` reads, plans and applies. In order:
+`plan` is the decision for one experiment, a pure function of its evaluation (what the
+statistics say and what the recommendation is) and its state; `run_cycle` reads every running
+experiment at once, evaluates the ones whose statistics changed, plans each and applies the
+changes. The plan, in order:
 
 1. guardrail rollback (every policy, whether or not `auto_stop` is on): a breached arm gets
    weight 0 and is remembered as disabled, the others take its weight in equal parts; a
@@ -18,9 +20,9 @@ the recommendation is) and the experiment's state; `tick` reads, plans and appli
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -33,9 +35,16 @@ import redis.asyncio as aioredis
 from croupier.decision.policy_cache import PolicyCache
 from croupier.model import PRIMARY_METRIC, ExperimentSpec
 from croupier.optimizer.alerts import AlertSender, alert_body
-from croupier.optimizer.analysis import RawStats
-from croupier.optimizer.evaluate import evaluate
+from croupier.optimizer.analysis import RawStats, SpecCache, read_running_stats
+from croupier.optimizer.evaluate import (
+    Checks,
+    Evaluation,
+    SequentialStored,
+    compute,
+    persist_many,
+)
 from croupier.optimizer.publish import Change, apply_change
+from croupier.optimizer.recommend import recommend
 from croupier.optimizer.rollout import stage_change
 from croupier.settings import Settings
 from croupier.stats.report import MetricReport
@@ -87,6 +96,20 @@ class RunningExperiment:
             disabled_arms=frozenset(row["disabled_arms"] or ()),
         )
 
+    @classmethod
+    def from_raw(cls, raw: RawStats) -> RunningExperiment:
+        """Build from the cycle's statistics snapshot."""
+        assert raw.allocation_id is not None
+        return cls(
+            id=raw.experiment_id,
+            key=raw.spec.key,
+            spec=raw.spec,
+            allocation_id=raw.allocation_id,
+            stage_index=raw.stage_index,
+            stage_started_at=raw.stage_started_at,
+            disabled_arms=raw.disabled_arms,
+        )
+
 
 @dataclass
 class TickContext:
@@ -100,6 +123,10 @@ class TickContext:
     cache: PolicyCache | None = None
     alerts: AlertSender | None = None
     srm_alerted: set[int] = field(default_factory=set)
+    seen: dict[int, _Seen] = field(default_factory=dict)
+    specs: SpecCache = field(default_factory=SpecCache)
+    last_phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each step of the last cycle, and how many experiments it evaluated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,11 +368,177 @@ _ALERT_EVENTS = {
 }
 
 
-async def tick(ctx: TickContext, exp: RunningExperiment, *, now: datetime) -> TickResult:
-    """Evaluate one experiment and apply what the optimizer decides."""
-    evaluation = await evaluate(ctx.pool, exp.key, rng=ctx.rng, persist=True, now=now)
-    raw = evaluation.raw
-    srm = evaluation.primary.srm
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """An experiment's last evaluation and the inputs it was computed from."""
+
+    fingerprint: tuple[Any, ...]
+    primary: MetricReport
+    checks: Checks
+
+
+def fingerprint(raw: RawStats, sequential: SequentialStored | None = None) -> tuple[Any, ...]:
+    """Everything the statistics (`evaluate.compute`) depend on: equal fingerprints give equal
+    statistics, so the cycle reuses them and re-runs only the recommendation and the plan,
+    which also depend on the clock, the allocation in force and the rollout stage."""
+    seq = raw.sequential if sequential is None else sequential
+    return (
+        tuple(raw.exposures),
+        tuple(raw.expected_exposures),
+        tuple(sorted((name, tuple(per_arm)) for name, per_arm in raw.metrics.items())),
+        tuple(sorted((key, tuple(per_arm)) for key, per_arm in seq.items())),
+        raw.spec,
+    )
+
+
+@dataclass
+class _Work:
+    """One experiment's way through a cycle."""
+
+    raw: RawStats
+    exp: RunningExperiment
+    primary: MetricReport | None = None
+    checks: Checks | None = None
+    evaluation: Evaluation | None = None
+    change: Change | None = None
+    error: BaseException | None = None
+
+
+def _compute_all(work: list[_Work], rng: np.random.Generator) -> None:
+    """The statistics of every experiment whose inputs changed (CPU; run in a thread)."""
+    for w in work:
+        try:
+            w.primary, w.checks = compute(w.raw, rng, integrate=True)
+        except Exception as exc:  # one experiment's failure is logged and skipped
+            w.error = exc
+
+
+def _plan_all(
+    work: list[_Work], settings: Settings, rng: np.random.Generator, now: datetime
+) -> None:
+    """Recommendation and plan of every experiment (CPU; run in a thread)."""
+    for w in work:
+        if w.error is not None:
+            continue
+        try:
+            assert w.primary is not None and w.checks is not None
+            raw = w.raw
+            rec = recommend(
+                spec=raw.spec,
+                status=raw.status,
+                primary=w.primary,
+                guardrails=w.checks,
+                exposures=raw.exposures,
+                stage_index=raw.stage_index,
+                stage_started_at=raw.stage_started_at,
+                started_at=raw.started_at,
+                now=now,
+                stage_exposures=raw.stage_exposures,
+                disabled_arms=raw.disabled_arms,
+            )
+            w.evaluation = Evaluation(
+                raw=raw,
+                primary=w.primary,
+                guardrails=w.checks,
+                recommendation=rec,
+                computed_at=raw.computed_at,
+            )
+            w.change = plan(w.exp, raw, rec, settings, rng, now=now, primary=w.primary)
+        except Exception as exc:
+            w.error = exc
+
+
+async def run_cycle(
+    ctx: TickContext, *, now: datetime, should_stop: Callable[[], bool] = lambda: False
+) -> tuple[int, list[TickResult], int]:
+    """One cycle over every running experiment: (experiments, results, failures).
+
+    1. one snapshot of every running experiment's statistics (four queries);
+    2. the statistics of the experiments whose inputs changed since the last cycle (numerical
+       P(best), in a worker thread); unchanged experiments reuse their last evaluation;
+    3. the new sequential p-values, merged in one statement;
+    4. recommendation and plan for every experiment (so the duration rules act on unchanged
+       experiments too);
+    5. the changes, applied concurrently (one transaction each, then published).
+    """
+    clock = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        t = time.perf_counter()
+        phases[name] = round(t - clock, 4)
+        clock = t
+
+    raws = await read_running_stats(ctx.pool, ctx.specs)
+    lap("read_s")
+    work = [_Work(raw, RunningExperiment.from_raw(raw)) for raw in raws]
+    ctx.seen = {w.raw.experiment_id: ctx.seen[w.raw.experiment_id]
+                for w in work if w.raw.experiment_id in ctx.seen}
+    fresh: list[_Work] = []
+    for w in work:
+        seen = ctx.seen.get(w.raw.experiment_id)
+        if seen is not None and seen.fingerprint == fingerprint(w.raw):
+            w.primary, w.checks = seen.primary, seen.checks
+        else:
+            fresh.append(w)
+    if fresh:
+        await asyncio.to_thread(_compute_all, fresh, ctx.rng)
+    lap("compute_s")
+    computed = [w for w in fresh if w.error is None]
+    if computed and not should_stop():
+        assert all(w.primary is not None and w.checks is not None for w in computed)
+        merged = await persist_many(
+            ctx.pool, [(w.raw, w.primary, w.checks) for w in computed]  # type: ignore[misc]
+        )
+        for w, (primary, checks, stored) in zip(computed, merged, strict=True):
+            w.primary, w.checks = primary, checks
+            ctx.seen[w.raw.experiment_id] = _Seen(fingerprint(w.raw, stored), primary, checks)
+    lap("persist_s")
+    await asyncio.to_thread(_plan_all, work, ctx.settings, ctx.rng, now)
+    lap("plan_s")
+
+    for w in work:
+        if w.error is not None:
+            ctx.seen.pop(w.raw.experiment_id, None)
+            logger.error(
+                "optimizer tick failed key=%s; skipped this cycle",
+                w.exp.key,
+                exc_info=(type(w.error), w.error, w.error.__traceback__),
+            )
+        elif w.evaluation is not None:
+            _alert_srm(ctx, w.exp, w.evaluation, now)
+    slots = asyncio.Semaphore(_apply_concurrency(ctx.pool))
+
+    async def apply(w: _Work) -> TickResult | None:
+        assert w.evaluation is not None
+        if w.change is None:
+            return TickResult(w.exp.key, None, False, w.evaluation.recommendation.reason)
+        async with slots:
+            if should_stop():
+                return None
+            try:
+                return await _apply(ctx, w.exp, w.change, now)
+            except Exception as exc:
+                w.error = exc
+                logger.exception("optimizer change failed key=%s; skipped this cycle", w.exp.key)
+                return None
+
+    done = await asyncio.gather(*(apply(w) for w in work if w.error is None))
+    results = [r for r in done if r is not None]
+    lap("apply_s")
+    phases["evaluated"] = len(fresh)
+    ctx.last_phases = phases
+    return len(raws), results, sum(1 for w in work if w.error is not None)
+
+
+def _apply_concurrency(pool: asyncpg.Pool) -> int:
+    """Changes written at once: most of the pool, leaving a connection for everyone else."""
+    return max(1, min(8, pool.get_max_size() - 1))
+
+
+def _alert_srm(ctx: TickContext, exp: RunningExperiment, ev: Evaluation, now: datetime) -> None:
+    srm = ev.primary.srm
     if srm.flag and exp.id not in ctx.srm_alerted:
         ctx.srm_alerted.add(exp.id)
         logger.warning("sample ratio mismatch key=%s p=%.3g", exp.key, srm.p_value)
@@ -360,16 +553,12 @@ async def tick(ctx: TickContext, exp: RunningExperiment, *, now: datetime) -> Ti
                     p_value=srm.p_value,
                 ),
             )
-    args = (exp, raw, evaluation.recommendation, ctx.settings, ctx.rng)
-    if exp.spec.policy == "thompson" and (exp.disabled_arms or ctx.settings.optimizer_top_two):
-        # a fresh Monte Carlo draw takes milliseconds: keep it off the hot path's event loop
-        change = await asyncio.to_thread(
-            functools.partial(plan, *args, now=now, primary=evaluation.primary)
-        )
-    else:
-        change = plan(*args, now=now, primary=evaluation.primary)
-    if change is None:
-        return TickResult(exp.key, None, False, evaluation.recommendation.reason)
+
+
+async def _apply(
+    ctx: TickContext, exp: RunningExperiment, change: Change, now: datetime
+) -> TickResult:
+    """Write one planned change and send its alert."""
     applied = await apply_change(ctx.pool, ctx.redis, ctx.redis_keys, change, local=ctx.cache)
     if applied:
         logger.info("optimizer %s key=%s reason=%s", change.kind, exp.key, change.reason)

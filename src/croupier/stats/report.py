@@ -21,10 +21,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
+from scipy import special
 
 from croupier.stats import sequential
-from croupier.stats.posterior import DEFAULT_DRAWS, Direction, MetricType, best_arm
+from croupier.stats.posterior import (
+    DEFAULT_DRAWS,
+    BestArm,
+    Direction,
+    MetricType,
+    best_arm,
+    best_arm_integrated,
+)
 from croupier.stats.sequential import SequentialState
 from croupier.stats.significance import (
     Interval,
@@ -247,12 +254,16 @@ def analyze(
     sequential_states: Sequence[SequentialState | None] | None,
     rng: np.random.Generator,
     draws: int = DEFAULT_DRAWS,
+    integrate: bool = False,
 ) -> MetricReport:
     """Per-arm summaries, comparisons against the control, SRM and P(best) for one metric.
 
     For a binary metric ``count`` is ignored: the count is the exposures (a decision without a
     reward is a 0). ``sequential_states`` holds the state stored at the previous look (None
-    entries, or None altogether, at the start).
+    entries, or None altogether, at the start). P(best) and expected loss come from ``draws``
+    seeded Monte Carlo draws, or with ``integrate`` from numerical integration
+    (:func:`~croupier.stats.posterior.best_arm_integrated`; seed and draws 0), falling back to
+    the draws where integration does not apply (a point-mass posterior).
     """
     if not 0.0 < alpha < 1.0:
         raise StatsInputError(f"alpha must be strictly between 0 and 1, got {alpha!r}.")
@@ -268,7 +279,11 @@ def analyze(
     states = _states(sequential_states, k)
     t = _totals(metric_type, exp_a, count_a, sums_a, sums_sq_a)
 
-    best = best_arm(metric_type, direction, t.n, sums_a, sums_sq_a, rng=rng, draws=draws)
+    best: BestArm | None = None
+    if integrate:
+        best = best_arm_integrated(metric_type, direction, t.n, sums_a, sums_sq_a)
+    if best is None:
+        best = best_arm(metric_type, direction, t.n, sums_a, sums_sq_a, rng=rng, draws=draws)
 
     arms: list[ArmSummary] = []
     for i in range(k):
@@ -299,6 +314,12 @@ def analyze(
     raw: list[tuple[float | None, Interval | None, float | None]] = []
     new_states: list[SequentialState | None] = [None] * k
     seq_p: dict[int, float] = {}
+    idx = np.asarray(others, dtype=np.intp)
+    all_terms = sequential.difference_terms(
+        metric_type, t.n[idx], sums_a[idx], sums_sq_a[idx], t.n[c], sums_a[c], sums_sq_a[c]
+    )
+    seq_variances = [_finite(v) for v in np.broadcast_to(all_terms.variance, idx.shape).tolist()]
+    seq_n_arm: list[int] = []
     for i in others:
         m_i, m_c = t.mean[i], t.mean[c]
         diff = None if m_i is None or m_c is None else m_i - m_c
@@ -310,18 +331,20 @@ def analyze(
             s_i, s_c = t.std[i], t.std[c]
             if m_i is not None and m_c is not None and s_i is not None and s_c is not None:
                 test = welch_test(m_i, s_i, n_i, m_c, s_c, n_c, alpha=alpha)
-        terms = sequential.difference_terms(
-            metric_type, t.n[i], sums_a[i], sums_sq_a[i], t.n[c], sums_a[c], sums_sq_a[c]
-        )
-        seq_var = _finite(float(terms.variance))
-        state, p_seq = sequential.update(
-            states[i], estimate=diff, variance=seq_var, n_arm=n_i, n_control=n_c
-        )
-        new_states[i] = state
-        seq_p[i] = p_seq
+        seq_n_arm.append(n_i)
         raw.append(
             (diff, None if test is None else test.diff_ci, None if test is None else test.p_value)
         )
+    looks = sequential.update_many(
+        [states[i] for i in others],
+        estimates=[d for d, _, _ in raw],
+        variances=seq_variances,
+        n_arm=seq_n_arm,
+        n_control=round(t.n[c]),
+    )
+    for i, (state, p_seq) in zip(others, looks, strict=True):
+        new_states[i] = state
+        seq_p[i] = p_seq
 
     adjusted = holm([p for _, _, p in raw])
     comparisons = []
@@ -395,27 +418,31 @@ def guardrail(
     states = _states(sequential_states, k)
     t = _totals(metric_type, count_a, count_a, sums_a, sums_sq_a)
     c = control
-    out: list[GuardrailCheck] = []
-    for i in range(k):
-        if i == c:
-            continue
+    others = [i for i in range(k) if i != c]
+    idx = np.asarray(others, dtype=np.intp)
+    all_terms = sequential.degradation_terms(
+        metric_type,
+        direction,
+        t.n[idx],
+        sums_a[idx],
+        sums_sq_a[idx],
+        t.n[c],
+        sums_a[c],
+        sums_sq_a[c],
+        max_degradation=max_degradation,
+        max_relative_degradation=max_relative_degradation,
+    )
+    estimates = np.broadcast_to(all_terms.estimate, idx.shape).tolist()
+    var_arm = np.broadcast_to(all_terms.var_arm, idx.shape).tolist()
+    var_control = np.broadcast_to(all_terms.var_control, idx.shape).tolist()
+    n_c = round(t.n[c])
+    partial: list[tuple[int, float | None, float | None, float | None, int]] = []
+    for j, i in enumerate(others):
         m_i, m_c = t.mean[i], t.mean[c]
-        n_i, n_c = round(t.n[i]), round(t.n[c])
+        n_i = round(t.n[i])
         diff = None if m_i is None or m_c is None else m_i - m_c
-        terms = sequential.degradation_terms(
-            metric_type,
-            direction,
-            t.n[i],
-            sums_a[i],
-            sums_sq_a[i],
-            t.n[c],
-            sums_a[c],
-            sums_sq_a[c],
-            max_degradation=max_degradation,
-            max_relative_degradation=max_relative_degradation,
-        )
-        harm = _finite(float(terms.estimate))
-        v_i, w_c = _finite(float(terms.var_arm)), _finite(float(terms.var_control))
+        harm = _finite(float(estimates[j]))
+        v_i, w_c = _finite(float(var_arm[j])), _finite(float(var_control[j]))
         var = None if v_i is None or w_c is None else v_i + w_c
         p_value: float | None = None
         if harm is not None and v_i is not None and w_c is not None and var is not None:
@@ -423,14 +450,27 @@ def guardrail(
                 z = harm / math.sqrt(var)
                 if metric_type == "continuous":
                     df = welch_satterthwaite_df(v_i, n_i, w_c, n_c)
-                    p_value = min(1.0, max(0.0, float(sps.t.sf(z, df))))
+                    p_value = min(1.0, max(0.0, float(special.stdtr(df, -z))))
                 else:
-                    p_value = min(1.0, max(0.0, float(sps.norm.sf(z))))
+                    p_value = min(1.0, max(0.0, float(special.ndtr(-z))))
             else:
                 p_value = 0.0 if harm > 0.0 else 1.0
-        state, p_seq = sequential.update(
-            states[i], estimate=harm, variance=var, n_arm=n_i, n_control=n_c, one_sided=True
-        )
+        partial.append((i, diff, p_value, harm, n_i))
+    looks = sequential.update_many(
+        [states[i] for i in others],
+        estimates=[harm for _, _, _, harm, _ in partial],
+        variances=[
+            None if v_i is None or w_c is None else v_i + w_c
+            for v_i, w_c in (
+                (_finite(a), _finite(b)) for a, b in zip(var_arm, var_control, strict=True)
+            )
+        ],
+        n_arm=[n_i for *_, n_i in partial],
+        n_control=n_c,
+        one_sided=True,
+    )
+    out: list[GuardrailCheck] = []
+    for (i, diff, p_value, _, _), (state, p_seq) in zip(partial, looks, strict=True):
         out.append(
             GuardrailCheck(
                 arm=i,

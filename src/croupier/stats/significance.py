@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as sps
+from scipy import special
 
 Interval = tuple[float, float]
 
@@ -36,7 +36,7 @@ class DiffTest:
 @functools.lru_cache(maxsize=64)
 def _z(alpha: float) -> float:
     """The two-sided critical value z_{1-α/2} (cached: α takes few values)."""
-    return float(sps.norm.isf(alpha / 2.0))
+    return float(-special.ndtri(alpha / 2.0))
 
 
 def _clip01(x: float) -> float:
@@ -63,7 +63,7 @@ def t_interval(mean: float, std: float, n: int, *, alpha: float) -> Interval | N
     """Student t interval mean ± t(1 − α/2, n − 1)·std/√n; None when n < 2."""
     if n < 2:
         return None
-    half = float(sps.t.isf(alpha / 2.0, n - 1)) * std / math.sqrt(n)
+    half = float(-special.stdtrit(n - 1, alpha / 2.0)) * std / math.sqrt(n)
     return (mean - half, mean + half)
 
 
@@ -83,7 +83,7 @@ def two_proportion_test(
     diff = p_a - p_c
     pooled = _clip01((x_arm + x_control) / (n_arm + n_control))
     se0 = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_arm + 1.0 / n_control))
-    p_value = _clip01(2.0 * float(sps.norm.sf(abs(diff) / se0))) if se0 > 0.0 else 1.0
+    p_value = _clip01(2.0 * float(special.ndtr(-abs(diff) / se0))) if se0 > 0.0 else 1.0
     se1 = math.sqrt(p_a * (1.0 - p_a) / n_arm + p_c * (1.0 - p_c) / n_control)
     half = _z(alpha) * se1
     return DiffTest(diff=diff, diff_ci=(diff - half, diff + half), p_value=p_value)
@@ -116,8 +116,8 @@ def welch_test(
         return DiffTest(diff=diff, diff_ci=(diff, diff), p_value=1.0 if diff == 0.0 else 0.0)
     df = welch_satterthwaite_df(v_a, n_arm, v_c, n_control)
     se = math.sqrt(var)
-    p_value = _clip01(2.0 * float(sps.t.sf(abs(diff) / se, df)))
-    half = float(sps.t.isf(alpha / 2.0, df)) * se
+    p_value = _clip01(2.0 * float(special.stdtr(df, -abs(diff) / se)))
+    half = float(-special.stdtrit(df, alpha / 2.0)) * se
     return DiffTest(diff=diff, diff_ci=(diff - half, diff + half), p_value=p_value)
 
 

@@ -316,3 +316,44 @@ ORDER BY metric, kind, arm_index, at;
 -- name: dashboard_experiment
 -- The experiment's id and definition, for the dashboard's history endpoint.
 SELECT id, settings::text AS settings FROM experiments WHERE key = $1;
+
+-- optimizer cycle: every running experiment's statistics in a few set-based reads
+
+-- name: optimizer_running_stats
+-- Every running experiment with its allocation in force (read in the cycle's snapshot).
+SELECT e.id, e.status, e.settings::text AS settings, e.stage_index, e.stage_started_at,
+       e.started_at, e.stage_exposures_base, e.disabled_arms,
+       a.id AS allocation_id, a.weights
+FROM experiments e
+JOIN LATERAL (
+    SELECT id, weights FROM allocations WHERE experiment_id = e.id ORDER BY id DESC LIMIT 1
+) a ON true
+WHERE e.status = 'running'
+ORDER BY e.id;
+
+-- name: stats_arms_many
+SELECT experiment_id, arm_index, exposures, expected_exposures FROM arm_stats
+WHERE experiment_id = ANY($1::int[]);
+
+-- name: stats_metrics_many
+SELECT experiment_id, metric, arm_index, n, sum, sum_sq FROM metric_stats
+WHERE experiment_id = ANY($1::int[]);
+
+-- name: sequential_states_many
+SELECT experiment_id, metric, arm_index, kind, p_value FROM sequential_state
+WHERE experiment_id = ANY($1::int[]);
+
+-- name: sequential_merge_many
+-- sequential_merge for many experiments in one statement (one optimizer cycle): rows are
+-- written in key order, so concurrent merges lock them in the same order.
+INSERT INTO sequential_state (experiment_id, metric, arm_index, kind, p_value)
+SELECT v.experiment_id, v.metric, v.arm_index, v.kind, v.p_value
+FROM unnest($1::int[], $2::text[], $3::smallint[], $4::text[], $5::float8[])
+     AS v(experiment_id, metric, arm_index, kind, p_value)
+WHERE EXISTS (SELECT 1 FROM experiments e WHERE e.id = v.experiment_id)
+ORDER BY v.experiment_id, v.metric, v.arm_index, v.kind
+ON CONFLICT (experiment_id, metric, arm_index, kind) DO UPDATE
+SET p_value = LEAST(sequential_state.p_value, EXCLUDED.p_value),
+    updated_at = CASE WHEN EXCLUDED.p_value < sequential_state.p_value THEN now()
+                      ELSE sequential_state.updated_at END
+RETURNING experiment_id, metric, arm_index, kind, p_value;
