@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -143,17 +145,93 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
 
 
+class OptimizerProcess:
+    """The optimizer of `croupier serve`: `croupier optimizer` in a child process of its own.
+
+    Serving workers never run the optimizer, so its CPU (statistics, scipy) never competes
+    with the decision hot path for a worker's GIL. The child is the same leader-elected loop
+    as a standalone `croupier optimizer`; it exits by itself if `serve` dies (it watches its
+    parent), and is restarted if it dies while `serve` runs.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.settings.to_env()}
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "croupier.cli", "optimizer",
+                "--parent-pid", str(os.getpid()),
+                # not needed (the URLs are in the environment); shows whose optimizer it is
+                "--data-dir", str(self.settings.data_dir),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            # a Ctrl-C in the terminal reaches serve, which stops the child in order
+            start_new_session=True,
+        )
+
+    def start(self) -> None:
+        """Start the child and a thread that restarts it if it dies while serving."""
+        with self._lock:
+            self.proc = self._spawn()
+        self._watcher = threading.Thread(
+            target=self._watch, name="croupier-optimizer-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            proc = self.proc
+            if proc is None:
+                return
+            code = proc.wait()
+            if self._stopping.wait(1.0):
+                return
+            logger.warning("optimizer process exited with %s; restarting it", code)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.proc = self._spawn()
+
+    def stop(self) -> None:
+        """SIGTERM the child (it finishes its cycle and releases the lock); kill it if late."""
+        self._stopping.set()
+        with self._lock:
+            proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.settings.optimizer_shutdown_s + 10)
+            except subprocess.TimeoutExpired:
+                logger.warning("optimizer process did not stop in time; killing it")
+                proc.kill()
+                proc.wait()
+
+
 def _run_server(settings: Settings) -> None:
-    """Run the ASGI server (granian) with workers that build the app from the environment."""
+    """Run the ASGI server (granian) with workers that build the app from the environment,
+    and the optimizer in a child process of its own (`OptimizerProcess`)."""
     from granian import Granian
     from granian.constants import Interfaces
 
     os.environ.update(settings.to_env())
+    # the workers serve only; the optimizer runs in its own process
+    os.environ["CROUPIER_OPTIMIZER_ENABLED"] = "0"
     click.echo(
         f"Croupier serving on http://{settings.host}:{settings.port} "
-        f"({settings.workers} worker(s))",
+        f"({settings.workers} worker(s)"
+        + (", optimizer in its own process)" if settings.optimizer_enabled else ")"),
         err=True,
     )
+    optimizer = OptimizerProcess(settings) if settings.optimizer_enabled else None
     server = Granian(
         "croupier.app:create_app_from_env",
         factory=True,
@@ -165,7 +243,13 @@ def _run_server(settings: Settings) -> None:
         backlog=2048,
         workers_kill_timeout=30,
     )
-    server.serve()
+    if optimizer is not None:
+        optimizer.start()
+    try:
+        server.serve()
+    finally:
+        if optimizer is not None:
+            optimizer.stop()
 
 
 @main.command()
@@ -180,8 +264,21 @@ def migrate(data_dir: Path | None, database_url: str | None, redis_url: str | No
     click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
-async def _run_optimizer(settings: Settings) -> None:
-    """Run the leader-elected optimizer loop alone until SIGTERM or SIGINT."""
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Set `stop` when the process that started us is gone (we were re-parented)."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            logger.warning("parent process %d is gone; the optimizer stops", parent_pid)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await stop.wait()
+
+
+async def _run_optimizer(settings: Settings, *, parent_pid: int | None = None) -> None:
+    """Run the leader-elected optimizer loop alone until SIGTERM or SIGINT (or, with
+    `parent_pid`, until that process is gone)."""
     import redis.asyncio as aioredis
 
     from croupier.optimizer.loop import Optimizer
@@ -194,7 +291,13 @@ async def _run_optimizer(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    # changes are written up to 8 at a time (optimizer.tick), plus the statistics read
+    pool = await create_pool(settings.database_url, min_size=1, max_size=10)
+    watcher = (
+        asyncio.create_task(_watch_parent(parent_pid, stop), name="croupier-parent-watch")
+        if parent_pid is not None
+        else None
+    )
     redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
     try:
         async with pool.acquire() as conn:
@@ -213,6 +316,9 @@ async def _run_optimizer(settings: Settings) -> None:
         finally:
             await optimizer.stop()
     finally:
+        if watcher is not None:
+            stop.set()
+            await watcher
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await redis.aclose()
@@ -223,9 +329,11 @@ async def _run_optimizer(settings: Settings) -> None:
 @common_options
 @click.option("--interval", "optimizer_interval_s", type=float, default=None,
               help="Seconds between cycles (env CROUPIER_OPTIMIZER_INTERVAL_S, default 5).")
+@click.option("--parent-pid", type=int, default=None, hidden=True,
+              help="Stop when this process is gone (used by `croupier serve`).")
 def optimizer(
     data_dir: Path | None, database_url: str | None, redis_url: str | None,
-    optimizer_interval_s: float | None,
+    optimizer_interval_s: float | None, parent_pid: int | None,
 ) -> None:
     """Run the optimizer alone (leader-elected: any number may run, one optimizes)."""
     settings = _settings(
@@ -244,7 +352,7 @@ def optimizer(
     try:
         with _services(settings) as ready:
             signal.signal(signal.SIGTERM, previous)
-            asyncio.run(_run_optimizer(ready))
+            asyncio.run(_run_optimizer(ready, parent_pid=parent_pid))
     except KeyboardInterrupt:
         pass
     finally:

@@ -64,7 +64,9 @@ class Runtime:
         self.feed: SnapshotFeed
         self.experiments: ExperimentService
         self.extras: list[Any] = []  # background components started after the core (optimizer)
-        self.optimizer: Optimizer | None = None  # when settings.optimizer_enabled
+        # when settings.optimizer_enabled; `croupier serve` disables it in its workers and runs
+        # the optimizer in a process of its own
+        self.optimizer: Optimizer | None = None
 
     async def start(self) -> None:
         """Open connections, migrate, load the snapshot, start background tasks."""

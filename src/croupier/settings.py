@@ -60,7 +60,10 @@ class Settings:
     optimizer_interval_s: float = 5.0
     """Seconds between optimizer cycles."""
     optimizer_enabled: bool = True
-    """Run the (leader-elected) optimizer inside `serve`."""
+    """Run the (leader-elected) optimizer. `croupier serve` runs it in a child process of its
+    own, never in the serving workers (so it never competes with decisions for a worker's
+    GIL); an app built directly with `create_app` (e.g. `uvicorn --factory
+    croupier.app:create_app_from_env`) runs it inside that process."""
     optimizer_max_change_per_cycle: float = 0.1
     """Largest change of any arm's `thompson` weight in one optimizer cycle (0–1)."""
     optimizer_min_weight_change: float = 0.001

@@ -45,6 +45,18 @@ def _processes_under(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def _optimizer_children(serve_pid: int) -> list[psutil.Process]:
+    """The `croupier optimizer` processes that `croupier serve` (pid `serve_pid`) started."""
+    try:
+        children = psutil.Process(serve_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [
+        c for c in children
+        if "optimizer" in (c.cmdline() or []) and c.status() != psutil.STATUS_ZOMBIE
+    ]
+
+
 class Server:
     """A `croupier serve` subprocess with its stderr in a file."""
 
@@ -110,9 +122,14 @@ def test_serve_keys_restart_and_sigterm(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert r.status_code == 200 and r.json()["reason"] == "allocated", r.text
         assert server.proc.poll() is None  # keys create did not stop the shared servers
+        # the optimizer runs in a process of its own, not in the serving worker
+        optimizers = _optimizer_children(server.proc.pid)
+        assert len(optimizers) == 1, [c.cmdline() for c in optimizers]
+        assert optimizers[0].is_running()
     finally:
         server.terminate()
     assert server.proc.returncode == 0, server.log.read_text()
+    assert not optimizers[0].is_running() or optimizers[0].status() == psutil.STATUS_ZOMBIE
     time.sleep(0.5)
     assert _processes_under(data_dir) == []
 
