@@ -45,6 +45,13 @@ async def test_dashboard_shows_data_and_pauses(live: LiveServer, admin_key: str)
     from playwright import async_api
 
     await seed(live.url, admin_key, rounds=4, per_round=150, pause_s=0.5)
+    async with httpx.AsyncClient(
+        base_url=live.url, headers={"Authorization": f"Bearer {admin_key}"}
+    ) as client:
+        r = await client.post("/v1/experiments", json={
+            "key": "not-started", "policy": "fixed",
+            "arms": [{"key": "a", "control": True}, {"key": "b"}]})
+        assert r.status_code == 201, r.text
     problems: list[str] = []
     async with async_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -69,14 +76,16 @@ async def test_dashboard_shows_data_and_pauses(live: LiveServer, admin_key: str)
 
             row = page.locator(f'#experiments tr[data-experiment="{PROMPTS}"]')
             await row.wait_for()
-            assert await page.locator("#experiments tbody tr").count() == 3
+            assert await page.locator("#experiments tbody tr").count() == 4
             exposures = int((await row.locator("td.exposures").inner_text()).replace(",", ""))
             assert exposures == 600
             assert "P(best)" in await row.locator("td.leader").inner_text()
+            assert await page.locator("#crumbs").inner_text() == "Experiments"
 
             await row.locator("a").click()
             await page.wait_for_selector("#chart-allocation path.series")
             assert await page.locator("#status").inner_text() == "running"
+            assert await page.locator("#crumbs").inner_text() == f"Experiments / {PROMPTS}"
             # the optimizer reallocated between the rounds: every arm's line has several points
             allocation = await _series_points(page, "chart-allocation")
             assert len(allocation) == 3 and min(allocation) >= 2, allocation
@@ -100,8 +109,12 @@ async def test_dashboard_shows_data_and_pauses(live: LiveServer, admin_key: str)
             assert len(dialogs) == 1 and "Pause" in dialogs[0]
             assert await page.is_disabled('button[data-action="pause"]')
             assert await page.is_enabled('button[data-action="resume"]')
-            # the page refreshes by itself: new traffic shows up without a reload
-            await page.wait_for_timeout(300)
+            # a draft has no data yet: its page still draws, and only Start is offered
+            await page.goto(f"{live.url}/ui#/e/not-started")
+            await page.locator("#status", has_text="draft").wait_for()
+            assert await page.is_enabled('button[data-action="start"]')
+            assert await page.is_disabled('button[data-action="pause"]')
+            assert await _series_points(page, "chart-allocation") == [1, 1]
         finally:
             await browser.close()
     async with httpx.AsyncClient() as client:

@@ -138,8 +138,8 @@ function showBanner(text, isError) {
 
 function setCrumbs(key) {
   const nav = document.getElementById("crumbs");
-  nav.replaceChildren(el("a", { href: "#/" }, "Experiments"),
-    key ? el("span", {}, " / ", key) : null);
+  nav.replaceChildren(el("a", { href: "#/" }, "Experiments"));
+  if (key) nav.append(el("span", {}, " / ", key));
 }
 
 function setUpdated(text) {
