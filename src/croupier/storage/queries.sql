@@ -357,3 +357,40 @@ SET p_value = LEAST(sequential_state.p_value, EXCLUDED.p_value),
     updated_at = CASE WHEN EXCLUDED.p_value < sequential_state.p_value THEN now()
                       ELSE sequential_state.updated_at END
 RETURNING experiment_id, metric, arm_index, kind, p_value;
+
+-- name: reward_commit_fresh
+-- The common case of a reward group commit as one statement (autocommit, one round trip):
+-- when none of the (decision_id, metric) keys is stored yet and every experiment still exists,
+-- insert every reward and add the counted ones ($8…$13, aggregated by the caller in key order)
+-- to metric_stats; otherwise write nothing and answer ok = false (the caller then takes the
+-- general path). A concurrent insert of one of the keys or delete of an experiment makes the
+-- statement fail (unique or foreign-key violation), which also writes nothing.
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::smallint[], $5::boolean[],
+                         $6::float8[], $7::text[])
+        AS v(decision_id, metric, experiment_id, arm_index, counted, value, idem)
+),
+go AS (
+    SELECT NOT EXISTS (SELECT 1 FROM rewards r JOIN v
+                       ON r.decision_id = v.decision_id AND r.metric = v.metric)
+           AND (SELECT count(*) FROM experiments e
+                WHERE e.id IN (SELECT DISTINCT experiment_id FROM v))
+               = (SELECT count(DISTINCT experiment_id) FROM v) AS ok
+),
+ins AS (
+    INSERT INTO rewards (decision_id, metric, experiment_id, arm_index, counted, value,
+                         idempotency_key)
+    SELECT v.decision_id, v.metric, v.experiment_id, v.arm_index, v.counted, v.value, v.idem
+    FROM v WHERE (SELECT ok FROM go)
+    RETURNING 1
+),
+upd AS (
+    UPDATE metric_stats s
+    SET n = s.n + a.n, sum = s.sum + a.sum, sum_sq = s.sum_sq + a.sum_sq
+    FROM unnest($8::int[], $9::text[], $10::smallint[], $11::bigint[], $12::float8[],
+                $13::float8[]) AS a(experiment_id, metric, arm_index, n, sum, sum_sq)
+    WHERE (SELECT ok FROM go) AND s.experiment_id = a.experiment_id AND s.metric = a.metric
+      AND s.arm_index = a.arm_index
+    RETURNING 1
+)
+SELECT (SELECT ok FROM go) AS ok, (SELECT count(*) FROM ins) AS inserted;

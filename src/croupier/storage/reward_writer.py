@@ -1,4 +1,4 @@
-"""Commits reward batches (group commit): many requests, one transaction.
+"""Commits reward batches (group commit): many requests, one statement or one transaction.
 
 Per request the outcome is all-or-nothing: every item is either newly written, an identical
 repeat of a stored value (duplicate), or the request is refused whole (409 on a conflicting
@@ -135,23 +135,16 @@ async def _attempt(conn: Conn, requests: list[list[RewardItem]]) -> list[Outcome
         )
         if len(inserted) != len(fresh):
             raise _Race
-        agg: dict[tuple[int, str, int], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-        for it in fresh:
-            if it.counted:
-                a = agg[(it.experiment_id, it.metric, it.arm_index)]
-                a[0] += 1
-                a[1] += it.value
-                a[2] += it.value * it.value
+        agg = _aggregate(fresh)
         if agg:
-            ks = sorted(agg)
             await conn.execute(
                 Q["metric_stats_add"],
-                [k[0] for k in ks],
-                [k[1] for k in ks],
-                [k[2] for k in ks],
-                [int(agg[k][0]) for k in ks],
-                [agg[k][1] for k in ks],
-                [agg[k][2] for k in ks],
+                [a[0] for a in agg],
+                [a[1] for a in agg],
+                [a[2] for a in agg],
+                [a[3] for a in agg],
+                [a[4] for a in agg],
+                [a[5] for a in agg],
             )
     final: list[Outcome] = []
     for outcome, items, dup in zip(outcomes, new_items, duplicates, strict=True):
@@ -159,8 +152,65 @@ async def _attempt(conn: Conn, requests: list[list[RewardItem]]) -> list[Outcome
     return final
 
 
+def _aggregate(items: list[RewardItem]) -> list[tuple[int, str, int, int, float, float]]:
+    """Per (experiment, metric, arm), in key order: (…, n, sum, sum of squares) of the counted
+    items (key order: concurrent commits lock metric_stats rows in the same order)."""
+    agg: dict[tuple[int, str, int], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    for it in items:
+        if it.counted:
+            a = agg[(it.experiment_id, it.metric, it.arm_index)]
+            a[0] += 1
+            a[1] += it.value
+            a[2] += it.value * it.value
+    return [(k[0], k[1], k[2], int(v[0]), v[1], v[2]) for k, v in sorted(agg.items())]
+
+
+# the fast path gives way to the general one on these (nothing was written)
+_FAST_PATH_REFUSED: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.UniqueViolationError,
+    asyncpg.exceptions.ForeignKeyViolationError,
+    *RETRY_ERRORS,
+)
+
+
+async def _fast_path(pool: asyncpg.Pool, requests: list[list[RewardItem]]) -> list[Outcome] | None:
+    """The common case in one statement and one round trip: every item new, every experiment
+    alive. None when that does not hold (nothing was written); the general path decides then."""
+    items = [it for request in requests for it in request]
+    if len({(it.decision_id, it.metric) for it in items}) != len(items):
+        return None  # a key repeated within the group: duplicates or conflicts to decide
+    agg = _aggregate(items)
+    try:
+        row = await pool.fetchrow(
+            Q["reward_commit_fresh"],
+            [it.decision_id for it in items],
+            [it.metric for it in items],
+            [it.experiment_id for it in items],
+            [it.arm_index for it in items],
+            [it.counted for it in items],
+            [it.value for it in items],
+            [it.idempotency_key for it in items],
+            [a[0] for a in agg],
+            [a[1] for a in agg],
+            [a[2] for a in agg],
+            [a[3] for a in agg],
+            [a[4] for a in agg],
+            [a[5] for a in agg],
+        )
+    except _FAST_PATH_REFUSED:
+        return None
+    if row is None or not row["ok"]:
+        return None
+    return [Written(len(request), 0) for request in requests]
+
+
 async def write_rewards(pool: asyncpg.Pool, requests: list[list[RewardItem]]) -> list[Outcome]:
-    """Commit a group of reward requests in one transaction (retried on races/deadlocks)."""
+    """Commit a group of reward requests: one statement when every item is new (the common
+    case), else one transaction that sorts out duplicates and conflicts (retried on races and
+    deadlocks)."""
+    fast = await _fast_path(pool, requests)
+    if fast is not None:
+        return fast
     for attempt in range(8):
         try:
             async with pool.acquire() as conn, conn.transaction():
