@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all serve test test-fast lint typecheck format clean screenshot
+.PHONY: all serve test test-fast lint typecheck format clean loadtest-smoke screenshot
 
 all: lint typecheck test
 
@@ -33,8 +33,13 @@ test-fast: $(BIN)/croupier
 screenshot: $(BIN)/croupier
 	$(BIN)/python -m tests.browser.screenshot --out docs/dashboard.png
 
+## ~20 s of the Locust mix against a fresh `croupier serve`; fails on any failure or 5xx.
+## Needs locust in the venv (`$(BIN)/pip install locust`); see loadtests/README.md.
+loadtest-smoke: $(BIN)/croupier
+	$(BIN)/python loadtests/smoke.py
+
 lint: $(BIN)/croupier
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks loadtests
 	$(BIN)/ruff format --check src/croupier/decision src/croupier/ingest src/croupier/stats
 
 typecheck: $(BIN)/croupier

@@ -106,6 +106,7 @@ class TreeMonitor:
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
         self.peak_rss: dict[int, int] = {}
+        self.optimizer_pids: set[int] = set()
         self.seen_children = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-monitor", daemon=True)
@@ -121,7 +122,7 @@ class TreeMonitor:
                 cmd = " ".join(p.cmdline())
             except psutil.Error:
                 continue
-            if "resource_tracker" in cmd or "semaphore_tracker" in cmd or "taskset" == p.name():
+            if "resource_tracker" in cmd or "semaphore_tracker" in cmd or p.name() == "taskset":
                 continue
             out.append(p)
         return out
@@ -134,11 +135,20 @@ class TreeMonitor:
             except psutil.Error:
                 continue
             self.peak_rss[p.pid] = max(rss, self.peak_rss.get(p.pid, 0))
+            with contextlib.suppress(psutil.Error):
+                if "optimizer" in p.cmdline():
+                    self.optimizer_pids.add(p.pid)
         self.seen_children = self.seen_children or len(procs) > 1
 
     def role(self, pid: int) -> str:
-        """A server with child processes is a supervisor plus workers; else one worker."""
-        return "supervisor" if pid == self.root.pid and self.seen_children else "worker"
+        """A server with child processes is a supervisor plus workers (and `croupier serve`'s
+        optimizer process); else one worker."""
+        if pid == self.root.pid and self.seen_children:
+            return "supervisor"
+        with contextlib.suppress(psutil.Error):
+            if "optimizer" in psutil.Process(pid).cmdline():
+                return "optimizer"
+        return "optimizer" if pid in self.optimizer_pids else "worker"
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -166,7 +176,9 @@ class TreeMonitor:
     def report(self) -> dict[str, Any]:
         workers = {pid: rss for pid, rss in self.peak_rss.items() if self.role(pid) == "worker"}
         sup = {pid: rss for pid, rss in self.peak_rss.items() if self.role(pid) == "supervisor"}
+        opt = {pid: rss for pid, rss in self.peak_rss.items() if self.role(pid) == "optimizer"}
         return {
+            "peak_rss_mib_optimizer": round(max(opt.values(), default=0) / 2**20, 1),
             "peak_rss_mib_per_worker": [round(r / 2**20, 1) for r in workers.values()],
             "peak_rss_mib_worker_max": round(max(workers.values(), default=0) / 2**20, 1),
             "peak_rss_mib_supervisor": round(max(sup.values(), default=0) / 2**20, 1),
@@ -203,7 +215,9 @@ class Server:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.log_path}")
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}); see {self.log_path}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=1.0).status_code == 200:
                     return
@@ -664,6 +678,7 @@ def measure_server(ctx: Context, server: str, *, full: bool) -> dict[str, Any]:
                 "decide.lua", curl, peak_rps=sat["req_per_s"], duration_s=a.duration,
                 monitor=csrv.monitor, args=dargs, label=f"decide {server} half load", **common)
             result["croupier"].update(measure_rewards(ctx, curl, csrv.monitor, server))
+            result["croupier"]["propagation"] = measure_propagation(ctx, curl)
         if a.profile and full:
             if shutil.which("py-spy") is None:
                 log("--profile: py-spy is not on PATH; skipped")
@@ -761,7 +776,9 @@ def measure_rewards(ctx: Context, url: str, mon: TreeMonitor | None, server: str
         pinning=ctx.pinning, monitor=mon, label=f"rewards single {server}",
         args=[*rargs, "offset=0", f"count={single_n}", "batch=1", "metrics=reward"],
     )
-    single["items_per_s"] = round((single["accepted"] + single["duplicates"]) / single["seconds"], 1)
+    single["items_per_s"] = round(
+        (single["accepted"] + single["duplicates"]) / single["seconds"], 1
+    )
     single["ids_available"] = single_n
     batch = run_wrk(
         "rewards.lua", url, duration_s=a.duration, connections=a.connections,
@@ -778,6 +795,45 @@ def measure_rewards(ctx: Context, url: str, mon: TreeMonitor | None, server: str
         after = asyncio.run(_count_rows(dsn))
         out["db_rows"] = {"before_rewards": before, "after_rewards": after}
     return out
+
+
+def measure_propagation(ctx: Context, url: str, *, probes: int = 40) -> dict[str, Any]:
+    """Allocation change → every process: stop one running experiment through the admin API
+    and time until `probes` consecutive decisions (spread over the workers by the server's
+    connection balancing) all answer `completed`."""
+    assert ctx.admin_key is not None and ctx.decide_key is not None
+    key = next(e for e in ctx.experiments if ".fixed." in e)
+    admin = {"Authorization": f"Bearer {ctx.admin_key}"}
+    with httpx.Client(base_url=url, timeout=10) as admin_client, \
+            httpx.Client(base_url=url, timeout=10,
+                         headers={"Authorization": f"Bearer {ctx.decide_key}"},
+                         limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        r = admin_client.post(f"/v1/experiments/{key}/stop", headers=admin)
+        r.raise_for_status()
+        committed = time.monotonic()
+        deadline = committed + 10.0
+        streak, n = 0, 0
+        while streak < probes and time.monotonic() < deadline:
+            n += 1
+            d = client.post("/v1/decide", json={"experiment": key, "unit_id": f"p{n}"})
+            streak = streak + 1 if d.json().get("reason") == "completed" else 0
+        last_stale = time.monotonic()
+    return {"experiment": key, "probes": probes, "requests": n, "ok": streak >= probes,
+            "visible_everywhere_s": round(last_stale - committed, 4)}
+
+
+def run_optimizer_cycle(args: argparse.Namespace, code_env: dict[str, str],
+                        logs: Path) -> dict[str, Any]:
+    """benchmarks/optimizer_cycle.py in a subprocess (the same code under test)."""
+    out = logs / "optimizer.json"
+    cmd = [sys.executable, str(HERE / "optimizer_cycle.py"), "--experiments",
+           str(args.optimizer_experiments), "--pg-url", args.pg_url, "--redis-url",
+           args.redis_url, "--out", str(out)]
+    log(f"optimizer cycle over {args.optimizer_experiments} experiments")
+    subprocess.run(cmd, env={**os.environ, **code_env}, cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=(logs / "optimizer.log").open("w"))
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
 
 
 def machine() -> dict[str, Any]:
@@ -835,6 +891,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             "decide_p50_ms_saturated": dec["p50_ms"],
             "decide_p99_ms_saturated": dec["p99_ms"],
             "peak_rss_mib_per_worker": r["croupier"]["peak_rss_mib_worker_max"],
+            "peak_rss_mib_optimizer": r["croupier"].get("peak_rss_mib_optimizer"),
             "baseline_peak_rss_mib_per_worker": r["baseline"]["peak_rss_mib_worker_max"],
             "decide_non_2xx": dec["non_2xx"],
             "decide_rounds_req_per_s": dec["rounds_req_per_s"],
@@ -869,7 +926,17 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                 "rewards_batch100_duplicates": rb["duplicates"],
                 "rewards_non_2xx": rs["non_2xx"] + rb["non_2xx"],
             }
+        if "propagation" in r["croupier"]:
+            s["propagation_s"] = r["croupier"]["propagation"]["visible_everywhere_s"]
         out[server] = s
+    if "optimizer" in res:
+        phases = res["optimizer"]["phases"]
+        out["optimizer"] = {
+            "experiments": res["optimizer"]["experiments"],
+            "cold_s": phases["cold"]["cycles_s"][0],
+            **{f"{name}_median_s": ph["median_s"] for name, ph in phases.items()
+               if "median_s" in ph},
+        }
     return out
 
 
@@ -878,6 +945,8 @@ def print_table(res: dict[str, Any]) -> None:
     w = res["config"]["workers"]
     rows: list[tuple[str, ...]] = []
     for server, s in summ.items():
+        if server == "optimizer":
+            continue
         rows.append((f"[{server}, {w} worker(s)]", "", ""))
         rows.append(("baseline GET /ping", f"{s['baseline_req_per_s']:.0f} req/s", "1.00"))
         rows.append((f"decide, saturated ({res['config']['connections']} conn)",
@@ -888,7 +957,8 @@ def print_table(res: dict[str, Any]) -> None:
                          f"{s['echo_to_baseline']:.2f} of baseline; decide = "
                          f"{s['decide_to_echo']:.2f} of echo"))
         rows.append(("  decide p50 / p99 saturated",
-                     f"{s['decide_p50_ms_saturated']:.2f} / {s['decide_p99_ms_saturated']:.2f} ms", ""))
+                     f"{s['decide_p50_ms_saturated']:.2f} / "
+                     f"{s['decide_p99_ms_saturated']:.2f} ms", ""))
         if "decide_half_req_per_s" in s:
             rows.append(("  decide p50 / p99 at ~half load",
                          f"{s['decide_p50_ms_half']:.2f} / {s['decide_p99_ms_half']:.2f} ms",
@@ -897,21 +967,36 @@ def print_table(res: dict[str, Any]) -> None:
         if "rewards_single_req_per_s" in s:
             rows.append(("rewards, single", f"{s['rewards_single_items_per_s']:.0f} rewards/s",
                          f"{s['rewards_single_to_decide']:.2f} of decide req/s"))
-            rows.append(("rewards, batch of 100", f"{s['rewards_batch100_items_per_s']:.0f} rewards/s",
+            rows.append(("rewards, batch of 100",
+                         f"{s['rewards_batch100_items_per_s']:.0f} rewards/s",
                          f"{s['rewards_batch100_req_per_s']:.0f} req/s; "
                          f"{s['rewards_batch100_items_to_decide']:.1f}x decide req/s"))
             rows.append(("  rewards p99 single / batch",
-                         f"{s['rewards_single_p99_ms']:.1f} / {s['rewards_batch100_p99_ms']:.1f} ms",
+                         f"{s['rewards_single_p99_ms']:.1f} / "
+                         f"{s['rewards_batch100_p99_ms']:.1f} ms",
                          f"duplicates {s['rewards_single_duplicates']} / "
                          f"{s['rewards_batch100_duplicates']}"))
         rows.append(("peak RSS per worker", f"{s['peak_rss_mib_per_worker']:.0f} MiB",
-                     f"baseline {s['baseline_peak_rss_mib_per_worker']:.0f} MiB"))
+                     f"baseline {s['baseline_peak_rss_mib_per_worker']:.0f} MiB"
+                     + (f"; optimizer process {s['peak_rss_mib_optimizer']:.0f} MiB"
+                        if s.get("peak_rss_mib_optimizer") else "")))
+        if "propagation_s" in s:
+            rows.append(("allocation change visible", f"{s['propagation_s'] * 1000:.0f} ms",
+                         "stop → 40 consecutive decides answer completed"))
         rows.append(("decide/baseline per round",
                      " ".join(f"{x:.2f}" for x in s["decide_to_baseline_per_round"]), ""))
         rows.append(("rounds req/s ping | decide",
                      " ".join(f"{x:.0f}" for x in s["baseline_rounds_req_per_s"]) + " | "
                      + " ".join(f"{x:.0f}" for x in s["decide_rounds_req_per_s"]),
                      f"other load up to {s['other_cpu_cores_busy_max']} cores"))
+    if "optimizer" in summ:
+        o = summ["optimizer"]
+        rows.append((f"[optimizer, {o['experiments']} running experiments]", "", ""))
+        rows.append(("cycle, first (all new)", f"{o['cold_s']:.2f} s", ""))
+        for name in ("unchanged", "changed_10pct", "changed_100pct", "unchanged_after"):
+            if f"{name}_median_s" in o:
+                rows.append((f"cycle, {name.replace('_', ' ')}", f"{o[f'{name}_median_s']:.2f} s",
+                             "median of 3"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     print()
     for r in rows:
@@ -922,7 +1007,9 @@ def print_table(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     p.add_argument("--server", choices=["granian", "uvicorn"], default="granian",
@@ -938,7 +1025,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="alternating ping/decide rounds; the median round is reported")
     p.add_argument("--experiments", type=int, default=100)
     p.add_argument("--harvest-s", type=float, default=None,
-                   help="seconds of /v1/decide to collect decision ids for rewards (default 2×duration)")
+                   help="seconds of /v1/decide to collect decision ids for rewards "
+                        "(default 2×duration)")
+    p.add_argument("--optimizer-experiments", type=int, default=1000,
+                   help="experiments for the optimizer-cycle benchmark (optimizer_cycle.py; "
+                        "0 skips it)")
     p.add_argument("--quiet-wait-s", type=float, default=60.0,
                    help="before each measured run, wait up to this long for the machine to be "
                         "under --quiet-pct busy (0 = do not wait)")
@@ -952,7 +1043,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.harvest_s is None:
         a.harvest_s = 2 * a.duration
     if shutil.which("wrk") is None:
-        print("wrk is not installed; install it with:\n\n    apt-get install -y wrk\n", file=sys.stderr)
+        print("wrk is not installed; install it with:\n\n    apt-get install -y wrk\n",
+              file=sys.stderr)
         return 2
     if shutil.which("taskset") is None:
         print("taskset is missing (package util-linux)", file=sys.stderr)
@@ -997,7 +1089,9 @@ def main(argv: list[str] | None = None) -> int:
         for i, server in enumerate(servers):
             full = i == 0
             res["servers"][server] = measure_server(ctx, server, full=full)
-        res["summary"] = summarise(res)
+    if a.optimizer_experiments > 0 and not a.embedded:
+        res["optimizer"] = run_optimizer_cycle(a, code_env, logs)
+    res["summary"] = summarise(res)
     res["logs_dir"] = str(logs)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
