@@ -28,7 +28,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
-import msgspec
 import numpy as np
 import redis.asyncio as aioredis
 
@@ -53,9 +52,6 @@ from croupier.storage.redis_keys import RedisKeys
 
 logger = logging.getLogger("croupier.optimizer.tick")
 
-_spec_decoder = msgspec.json.Decoder(ExperimentSpec)
-
-
 class RecommendationLike(Protocol):
     """What the optimizer reads of `optimizer.recommend.Recommendation`."""
 
@@ -73,7 +69,7 @@ class RecommendationLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RunningExperiment:
-    """A running experiment as one cycle lists it (`optimizer_running`)."""
+    """A running experiment as one cycle sees it (from its statistics snapshot)."""
 
     id: int
     key: str
@@ -82,19 +78,6 @@ class RunningExperiment:
     stage_index: int | None
     stage_started_at: datetime | None
     disabled_arms: frozenset[int]
-
-    @classmethod
-    def from_row(cls, row: Any) -> RunningExperiment:
-        """Build from an `optimizer_running` row."""
-        return cls(
-            id=row["id"],
-            key=row["key"],
-            spec=_spec_decoder.decode(row["settings"]),
-            allocation_id=row["allocation_id"],
-            stage_index=row["stage_index"],
-            stage_started_at=row["stage_started_at"],
-            disabled_arms=frozenset(row["disabled_arms"] or ()),
-        )
 
     @classmethod
     def from_raw(cls, raw: RawStats) -> RunningExperiment:

@@ -243,17 +243,6 @@ SELECT pg_try_advisory_lock($1::bigint);
 -- name: optimizer_unlock
 SELECT pg_advisory_unlock($1::bigint);
 
--- name: optimizer_running
--- What one optimizer cycle needs of every running experiment.
-SELECT e.id, e.key, e.policy, e.settings::text AS settings, e.stage_index, e.stage_started_at,
-       e.stage_exposures_base, e.disabled_arms, e.started_at, e.version, a.id AS allocation_id
-FROM experiments e
-JOIN LATERAL (
-    SELECT id FROM allocations WHERE experiment_id = e.id ORDER BY id DESC LIMIT 1
-) a ON true
-WHERE e.status = 'running'
-ORDER BY e.id;
-
 -- name: optimizer_lock_experiment
 -- Re-check, inside the change's transaction, that the experiment is still running as it was
 -- when the change was computed (an admin action racing the optimizer wins).
