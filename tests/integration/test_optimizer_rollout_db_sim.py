@@ -44,9 +44,7 @@ METRICS = [
     {"name": "reward", "type": "binary", "direction": "maximize"},
     {"name": "errors", "type": "binary", "direction": "minimize", "max_relative_degradation": 0.1},
 ]
-STAGES = [
-    {"share": share, "min_duration_s": 0, "min_exposures": 300} for share in (0.1, 0.5, 1.0)
-]
+STAGES = [{"share": share, "min_duration_s": 0, "min_exposures": 300} for share in (0.1, 0.5, 1.0)]
 
 _STATE_SQL = """
 SELECT e.id, e.key, e.status, e.sticky, e.salt, e.stage_index, a.id AS allocation_id, a.weights
@@ -82,15 +80,33 @@ async def _round(
             arm = 1 if unit_hash(salt, unit) < share else 0
             decision_id = codec.encode(row["id"], arm, True, unit_nonce(salt, unit, arm))
             events.append(
-                (decision_id, row["id"], arm, row["allocation_id"], unit, True, "allocated",
-                 now, weights, row["sticky"])
+                (
+                    decision_id,
+                    row["id"],
+                    arm,
+                    row["allocation_id"],
+                    unit,
+                    True,
+                    "allocated",
+                    now,
+                    weights,
+                    row["sticky"],
+                )
             )
             for j, (metric, rate) in enumerate(RATES.items()):
                 if harmful and arm == 1 and metric == "errors":
                     rate = HARMFUL_CANDIDATE_ERRORS
                 rewards.append(
-                    RewardItem(decision_id, metric, row["id"], arm, True,
-                               float(draws[i, j] < rate), None, len(rewards))
+                    RewardItem(
+                        decision_id,
+                        metric,
+                        row["id"],
+                        arm,
+                        True,
+                        float(draws[i, j] < rate),
+                        None,
+                        len(rewards),
+                    )
                 )
     # batches of 500: the sticky "moved" check of write_decisions compares a batch with itself
     # (quadratic in the batch size), see the note in the module docstring
@@ -126,13 +142,18 @@ async def test_false_rollback_rate_of_healthy_db_rollouts_is_at_most_alpha(
             # is seeded too — start publishes the pinned salt
             await db.execute(
                 "UPDATE experiments SET salt = md5($1 || key) WHERE key = $2",
-                str(SEED), body["key"],
+                str(SEED),
+                body["key"],
             )
             await rt.experiments.transition(body["key"], "start", "test")
         secret = await db.fetchval("SELECT secret FROM server_secret WHERE id = 1")
         codec = DecisionIdCodec(bytes(secret))
         optimizer = Optimizer(
-            settings, pool=rt.pool, redis=rt.redis, redis_keys=rt.redis_keys, cache=rt.cache,
+            settings,
+            pool=rt.pool,
+            redis=rt.redis,
+            redis_keys=rt.redis_keys,
+            cache=rt.cache,
             rng=np.random.default_rng(SEED + 1),
         )
         alpha = 1.0 - 0.95  # the default confidence_level of the bodies above
@@ -175,8 +196,9 @@ async def test_false_rollback_rate_of_healthy_db_rollouts_is_at_most_alpha(
         f"{statuses.count('running')} still running; median exposures {median_exposures:.0f}; "
         f"{stage_rows} stage changes; {time.monotonic() - started:.1f} s"
     )
-    print(f"harmful rollouts (candidate errors 0.05 → {HARMFUL_CANDIDATE_ERRORS}): "
-          f"{harmful_statuses}")
+    print(
+        f"harmful rollouts (candidate errors 0.05 → {HARMFUL_CANDIDATE_ERRORS}): {harmful_statuses}"
+    )
     for r in reasons:
         print(f"  rollback {r['experiment_key']}: {r['reason']}")
     assert n == N_EXPERIMENTS
