@@ -149,14 +149,21 @@ CREATE TEMP TABLE IF NOT EXISTS decision_stage_v2 (
 -- name: decision_stage_mark_moved
 -- A counted decision of a sticky experiment whose unit is already counted on another arm, in
 -- the log or earlier in this batch, is a move (see migrations/0003_moved_decisions.sql).
+-- Earlier rows of the batch are found with a window (linear), the log through decisions_unit.
 UPDATE decision_stage_v2 s SET moved = true
-WHERE s.counted AND s.sticky AND (
-    EXISTS (SELECT 1 FROM decisions d
-            WHERE d.experiment_id = s.experiment_id AND d.unit_id = s.unit_id
-              AND d.counted AND d.arm_index <> s.arm_index)
-    OR EXISTS (SELECT 1 FROM decision_stage_v2 e
-               WHERE e.experiment_id = s.experiment_id AND e.unit_id = s.unit_id
-                 AND e.counted AND e.arm_index <> s.arm_index AND e.decided_at < s.decided_at));
+FROM (
+    SELECT ctid AS row_id, experiment_id, unit_id, arm_index,
+           min(arm_index) OVER w AS min_before, max(arm_index) OVER w AS max_before
+    FROM decision_stage_v2
+    WHERE counted AND sticky
+    WINDOW w AS (PARTITION BY experiment_id, unit_id ORDER BY decided_at
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+) x
+WHERE s.ctid = x.row_id AND (
+    (x.min_before IS NOT NULL AND (x.min_before <> x.arm_index OR x.max_before <> x.arm_index))
+    OR EXISTS (SELECT 1 FROM decisions d
+               WHERE d.experiment_id = x.experiment_id AND d.unit_id = x.unit_id
+                 AND d.counted AND d.arm_index <> x.arm_index));
 
 -- name: decision_insert_from_stage
 -- Sticky repeats share a decision_id: only the first row is stored and counted. Decisions of
