@@ -221,6 +221,7 @@ def _run_server(settings: Settings) -> None:
     and the optimizer in a child process of its own (`OptimizerProcess`)."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     os.environ.update(settings.to_env())
     # the workers serve only; the optimizer runs in its own process
@@ -242,6 +243,10 @@ def _run_server(settings: Settings) -> None:
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
         backlog=2048,
         workers_kill_timeout=30,
+        # a client that opens a connection and dribbles its headers is cut off after this
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.http_header_read_timeout_s * 1000)
+        ),
     )
     if optimizer is not None:
         optimizer.start()

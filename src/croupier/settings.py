@@ -75,6 +75,8 @@ class Settings:
     """How long the optimizer may take to finish its cycle when the process stops."""
     sticky_cache_size: int = 100_000
     """Sticky assignments each process remembers locally (LRU)."""
+    http_header_read_timeout_s: float = 10.0
+    """A client must send its request headers within this time (slow-client protection)."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body."""
     log_level: str = "INFO"
