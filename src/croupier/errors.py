@@ -64,12 +64,6 @@ class Conflict(CroupierError):
     status_code = 409
 
 
-class PayloadTooLarge(CroupierError):
-    """The request body is too large."""
-
-    status_code = 413
-
-
 class Invalid(CroupierError):
     """The request is invalid; see `extra` for each offending field."""
 

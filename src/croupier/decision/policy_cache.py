@@ -7,7 +7,6 @@ the feed (Redis pub/sub, PostgreSQL polling) through `apply` / `remove` / `repla
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import msgspec
@@ -84,12 +83,10 @@ class PolicyCache:
     def __init__(self) -> None:
         self.policies: dict[str, Policy] = {}
         self.by_id: dict[int, Policy] = {}
-        self.updated_monotonic = time.monotonic()
 
     def _swap(self, policies: dict[str, Policy]) -> None:
         self.by_id = {p.experiment_id: p for p in policies.values()}
         self.policies = policies
-        self.updated_monotonic = time.monotonic()
 
     def apply(self, data: PolicyData) -> bool:
         """Install a newer policy for one experiment; older versions are ignored."""
