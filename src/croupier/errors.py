@@ -7,6 +7,7 @@ Every error body is `{"status_code", "detail", "extra"?}`.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -108,7 +109,7 @@ def _from_validation(exc: ValidationException) -> tuple[str, list[dict[str, Any]
         if isinstance(item, dict):
             message = str(item.get("message", ""))
             key = item.get("key")
-            field = str(key) if key else _field_from_message(message)
+            field = str(key) if key else split_msgspec_error(message)[0]
             extra.append(field_error(field, message, source=str(item.get("source", "body"))))
     if extra:
         first = extra[0]
@@ -121,13 +122,15 @@ def _from_validation(exc: ValidationException) -> tuple[str, list[dict[str, Any]
     return detail, None
 
 
-def _field_from_message(message: str) -> str:
-    """msgspec reports paths as `... - at `$.arms[0].key``; pull out the path."""
-    marker = "- at `$"
-    if marker in message:
-        path = message.split(marker, 1)[1].rstrip("`")
-        return path.lstrip(".")
-    return ""
+_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+
+
+def split_msgspec_error(message: str) -> tuple[str, str]:
+    """msgspec's "Expected `int`, got `str` - at `$.arms[0].weight`" → (path, reason)."""
+    match = _MSGSPEC_PATH.search(message)
+    if not match:
+        return "", message
+    return match.group(1).lstrip("."), message[: match.start()]
 
 
 def _is_unavailable(exc: Exception) -> bool:

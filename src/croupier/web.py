@@ -11,7 +11,14 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from croupier.auth import AUTH_MESSAGES, AuthResult, Scope
-from croupier.errors import BadRequest, Forbidden, Invalid, Unauthorized, field_error
+from croupier.errors import (
+    BadRequest,
+    Forbidden,
+    Invalid,
+    Unauthorized,
+    field_error,
+    split_msgspec_error,
+)
 
 T = TypeVar("T")
 
@@ -40,18 +47,6 @@ def actor_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return f"key:{key_id}" if key_id else "anonymous"
 
 
-_PATH = re.compile(r" - at `\$(.*)`$")
-
-
-def split_error(message: str) -> tuple[str, str]:
-    """msgspec's "Expected `int`, got `str` - at `$.arms[0].weight`" → (path, reason)."""
-    match = _PATH.search(message)
-    if not match:
-        return "", message
-    path = match.group(1).lstrip(".")
-    return path, message[: match.start()]
-
-
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[T], *, example: str) -> T:
     """Strictly decode a request body; 400 for broken JSON, 422 naming the field otherwise."""
     if not body.strip():
@@ -59,7 +54,7 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[T], *, example: str) 
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        path, reason = split_error(str(exc))
+        path, reason = split_msgspec_error(str(exc))
         index: int | None = None
         field = path
         m = re.match(r"^\[(\d+)\]\.?(.*)$", path)

@@ -20,16 +20,13 @@ from croupier.auth import AUTH_MESSAGES, AuthResult, KeyCache
 from croupier.decision.decide import Decider
 from croupier.decision.policy_cache import PolicyCache
 from croupier.decision.schemas import DecideRequest
-from croupier.errors import error_bytes
+from croupier.errors import CroupierError, error_bytes
+from croupier.web import decode_json
 
 DECIDE_PATH = "/v1/decide"
 MAX_DECIDE_BODY_BYTES = 65_536
+_EXAMPLE = '{"experiment": "<key>", "unit_id": "<id>", "context": {...}}'
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def _field_of(message: str) -> str:
-    marker = "- at `$"
-    return message.split(marker, 1)[1].rstrip("`").lstrip(".") if marker in message else ""
 
 
 class DecideRuntime(Protocol):
@@ -95,25 +92,9 @@ def make_decide_route(runtime: DecideRuntime) -> ASGIRouteHandler:
                 )
                 return
         try:
-            request = decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            msg = str(exc)
-            field = _field_of(msg)
-            await fail(
-                send,
-                422,
-                f"Invalid decide request: {msg}. Send "
-                '{"experiment": "<key>", "unit_id": "<id>", "context": {...}}.',
-                [{"field": field, "message": msg}],
-            )
-            return
-        except msgspec.DecodeError as exc:
-            await fail(
-                send,
-                400,
-                f"The request body is not valid JSON ({exc}); send "
-                '{"experiment": "<key>", "unit_id": "<id>", "context": {...}}.',
-            )
+            request = decode_json(body, decoder, example=_EXAMPLE)
+        except CroupierError as exc:
+            await fail(send, exc.status_code, exc.detail, exc.extra)
             return
 
         policy = cache.policies.get(request.experiment)
