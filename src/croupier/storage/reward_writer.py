@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -125,13 +126,7 @@ async def _attempt(conn: Conn, requests: list[list[RewardItem]]) -> list[Outcome
     if fresh:
         inserted = await conn.fetch(
             Q["reward_insert"],
-            [it.decision_id for it in fresh],
-            [it.metric for it in fresh],
-            [it.experiment_id for it in fresh],
-            [it.arm_index for it in fresh],
-            [it.counted for it in fresh],
-            [it.value for it in fresh],
-            [it.idempotency_key for it in fresh],
+            *_reward_columns(fresh),
         )
         if len(inserted) != len(fresh):
             raise _Race
@@ -139,17 +134,22 @@ async def _attempt(conn: Conn, requests: list[list[RewardItem]]) -> list[Outcome
         if agg:
             await conn.execute(
                 Q["metric_stats_add"],
-                [a[0] for a in agg],
-                [a[1] for a in agg],
-                [a[2] for a in agg],
-                [a[3] for a in agg],
-                [a[4] for a in agg],
-                [a[5] for a in agg],
+                *_columns(agg),
             )
     final: list[Outcome] = []
     for outcome, items, dup in zip(outcomes, new_items, duplicates, strict=True):
         final.append(outcome if outcome is not None else Written(len(items), dup))
     return final
+
+
+def _reward_columns(items: list[RewardItem]) -> list[list[Any]]:
+    """The per-column arrays the reward INSERTs unnest (RewardItem order, without position)."""
+    return _columns([tuple(it)[:7] for it in items], width=7)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], *, width: int = 6) -> list[list[Any]]:
+    """Rows → one list per column (what `unnest($1::…[], $2::…[], …)` takes)."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def _aggregate(items: list[RewardItem]) -> list[tuple[int, str, int, int, float, float]]:
@@ -183,19 +183,8 @@ async def _fast_path(pool: asyncpg.Pool, requests: list[list[RewardItem]]) -> li
     try:
         row = await pool.fetchrow(
             Q["reward_commit_fresh"],
-            [it.decision_id for it in items],
-            [it.metric for it in items],
-            [it.experiment_id for it in items],
-            [it.arm_index for it in items],
-            [it.counted for it in items],
-            [it.value for it in items],
-            [it.idempotency_key for it in items],
-            [a[0] for a in agg],
-            [a[1] for a in agg],
-            [a[2] for a in agg],
-            [a[3] for a in agg],
-            [a[4] for a in agg],
-            [a[5] for a in agg],
+            *_reward_columns(items),
+            *_columns(agg),
         )
     except _FAST_PATH_REFUSED:
         return None
