@@ -152,30 +152,13 @@ class ExperimentService:
 
     async def create(self, body: ExperimentCreate, actor: str) -> ExperimentOut:
         """Validate and store a new draft experiment."""
-        spec = validate_spec(
-            ExperimentSpec(
-                key=body.key,
-                name=body.name,
-                description=body.description,
-                policy=body.policy,
-                sticky=default_sticky(body.policy) if body.sticky is None else body.sticky,
-                arms=body.arms,
-                metrics=body.metrics if body.metrics is not None else default_metrics(),
-                targeting=body.targeting or [],
-                traffic_fraction=body.traffic_fraction,
-                confidence_level=body.confidence_level,
-                auto_stop=body.auto_stop,
-                auto_promote=body.auto_promote,
-                min_exposures_per_arm=body.min_exposures_per_arm,
-                min_arm_weight=body.min_arm_weight,
-                p_best_threshold=body.p_best_threshold,
-                loss_threshold=body.loss_threshold,
-                max_exposures=body.max_exposures,
-                max_duration_s=body.max_duration_s,
-                stages=body.stages,
-                alerts_url=body.alerts_url,
-            )
+        fields = msgspec.structs.asdict(body)  # the same names as ExperimentSpec's
+        fields.update(
+            sticky=default_sticky(body.policy) if body.sticky is None else body.sticky,
+            metrics=body.metrics if body.metrics is not None else default_metrics(),
+            targeting=body.targeting or [],
         )
+        spec = validate_spec(ExperimentSpec(**fields))
         async with self.pool.acquire() as conn, conn.transaction():
             try:
                 experiment_id = await conn.fetchval(
