@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, asgi, get
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     Components,
@@ -23,6 +24,7 @@ from litestar.openapi.spec import (
 from litestar.openapi.spec import (
     OpenAPIMediaType as OAMediaType,
 )
+from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
 from croupier import __version__
 from croupier.admin.routes import REQUEST_BODIES, ExperimentController, audit_log
@@ -31,8 +33,9 @@ from croupier.dashboard.routes import DASHBOARD_ROUTES
 from croupier.decision.routes import DECIDE_PATH, make_decide_route
 from croupier.decision.schemas import DecideRequest, DecideResponse
 from croupier.errors import error_to_response
-from croupier.ingest.routes import post_rewards
-from croupier.ingest.schemas import RewardBody
+from croupier.ingest.routes import REWARDS_PATH, make_rewards_route
+from croupier.ingest.schemas import RewardBody, RewardsAccepted
+from croupier.lean import LeanRoute
 from croupier.metrics import metrics_endpoint
 from croupier.runtime import Runtime
 from croupier.settings import Settings
@@ -97,10 +100,10 @@ def _document_bodies(app: Litestar) -> None:
     bodies: dict[tuple[str, str], Any] = {
         **REQUEST_BODIES,
         **STATS_REQUEST_BODIES,
-        ("/v1/rewards", "post"): RewardBody,
+        (REWARDS_PATH, "post"): RewardBody,
         (DECIDE_PATH, "post"): DecideRequest,
     }
-    types = [*bodies.values(), DecideResponse]
+    types = [*bodies.values(), DecideResponse, RewardsAccepted]
     refs, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -115,8 +118,9 @@ def _document_bodies(app: Litestar) -> None:
     error = OpenAPIResponse(
         description="Error: `status_code`, `detail` and, for validation, `extra`"
     )
-    schema.paths[DECIDE_PATH] = PathItem(
-        post=Operation(
+    # the lean routes are not Litestar handlers: their operations are written out here
+    lean_operations = {
+        DECIDE_PATH: Operation(
             tags=["decisions"],
             summary="Decide which arm a unit gets",
             description="The hot path: answered from the in-process policy snapshot.",
@@ -128,8 +132,30 @@ def _document_bodies(app: Litestar) -> None:
                 ),
                 **{code: error for code in ("400", "401", "403", "404", "405", "413", "422")},
             },
-        )
-    )
+        ),
+        REWARDS_PATH: Operation(
+            tags=["rewards"],
+            summary="Report rewards",
+            description=(
+                "One reward or a list of up to 1000. Answered 202 only after the rewards are "
+                "committed. At most one value per (decision_id, metric): the same value again "
+                "is a duplicate, a different value is refused with 409. One bad item rejects "
+                "the whole list."
+            ),
+            operation_id="V1RewardsPostRewards",
+            responses={
+                "202": OpenAPIResponse(
+                    description="Committed: newly written items and identical repeats",
+                    content={"application/json": OAMediaType(schema=ref_of[RewardsAccepted])},
+                ),
+                **{
+                    code: error for code in ("400", "401", "403", "405", "409", "413", "422", "503")
+                },
+            },
+        ),
+    }
+    for path, lean in lean_operations.items():
+        schema.paths[path] = PathItem(post=lean)
     for (path, method), body_type in bodies.items():
         item = schema.paths.get(path)
         operation = getattr(item, method, None) if item is not None else None
@@ -157,10 +183,35 @@ async def openapi_json_file(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return request.app.openapi_schema.to_schema()
 
 
+class CroupierApp(Litestar):
+    """The Litestar app, with the lean routes (decide, rewards) dispatched before Litestar's
+    router and middleware: an exact path match goes straight to its route (see croupier.lean)."""
+
+    def __init__(self, lean_routes: dict[str, LeanRoute], **config: Any) -> None:
+        super().__init__(**config)
+        self.lean_routes = lean_routes
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            route = self.lean_routes.get(scope["path"])  # type: ignore[typeddict-item]
+            if route is not None:
+                await route(scope, receive, send)  # type: ignore[arg-type]
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> Litestar:
     """Build the application for one server process."""
     runtime = Runtime(settings)
-    decide_route = make_decide_route(runtime)
+    lean_routes: dict[str, LeanRoute] = {
+        DECIDE_PATH: make_decide_route(runtime),
+        REWARDS_PATH: make_rewards_route(runtime, max_body_bytes=settings.max_body_bytes),
+    }
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -170,10 +221,19 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await runtime.stop()
 
-    app = Litestar(
+    app = CroupierApp(
+        lean_routes,
         route_handlers=[
-            decide_route, post_rewards, ExperimentController, audit_log, healthz, readyz,
-            openapi_json, openapi_json_file, post_sample_size, metrics_endpoint,
+            # Litestar routes to the lean routes too, e.g. for a trailing slash
+            *(asgi(path, copy_scope=False)(route) for path, route in lean_routes.items()),
+            ExperimentController,
+            audit_log,
+            healthz,
+            readyz,
+            openapi_json,
+            openapi_json_file,
+            post_sample_size,
+            metrics_endpoint,
             *DASHBOARD_ROUTES,
         ],
         lifespan=[lifespan],

@@ -65,6 +65,12 @@ class Conflict(CroupierError):
     status_code = 409
 
 
+class TooLarge(CroupierError):
+    """The request body is too large; send a smaller body or fewer items."""
+
+    status_code = 413
+
+
 class Invalid(CroupierError):
     """The request is invalid; see `extra` for each offending field."""
 
@@ -97,7 +103,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def error_bytes(status_code: int, detail: str, extra: list[dict[str, Any]] | None = None) -> bytes:
-    """Encode an error body (used by the lean decision route, which bypasses Litestar's mapper)."""
+    """Encode an error body (used by the lean routes, which bypass Litestar's responses)."""
     return _encoder.encode(ErrorBody(status_code=status_code, detail=detail, extra=extra))
 
 
@@ -140,8 +146,14 @@ def _is_unavailable(exc: Exception) -> bool:
     return isinstance(exc, UNAVAILABLE_ERRORS)
 
 
-def error_to_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """The only place where an exception becomes an HTTP response."""
+def describe_error(
+    exc: Exception, method: str, path: str
+) -> tuple[int, str, list[dict[str, Any]] | None, dict[str, str] | None]:
+    """(status, detail, extra, headers) of the error response for `exc`.
+
+    The only place where an exception is turned into an HTTP error: used by Litestar's
+    exception handler (`error_to_response`) and by the lean routes, which bypass Litestar.
+    """
     status = 500
     headers: dict[str, str] | None = None
     extra: list[dict[str, Any]] | None = None
@@ -150,7 +162,7 @@ def error_to_response(request: Request[Any, Any, Any], exc: Exception) -> Respon
     elif _is_unavailable(exc):
         status, headers = 503, {"Retry-After": "1"}
         detail = "The database is unavailable right now; nothing was changed. Retry shortly."
-        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        logger.warning("database unavailable on %s %s: %s", method, path, exc)
     elif isinstance(exc, ValidationException):
         status = 400
         detail, extra = _from_validation(exc)
@@ -161,14 +173,20 @@ def error_to_response(request: Request[Any, Any, Any], exc: Exception) -> Respon
         detail = str(exc.detail)
         headers = dict(exc.headers) if exc.headers else None
         if status == 404 and detail == "Not Found":
-            detail = f"No route matches {request.method} {request.url.path}; see /schema."
+            detail = f"No route matches {method} {path}; see /schema."
         elif status == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}; see /schema."
+            detail = f"{method} is not allowed on {path}; see /schema."
         elif status == 413:
             detail = "The request body is too large; send a smaller body or fewer items."
     else:
         detail = "Internal server error; the incident was logged."
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        logger.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return status, detail, extra, headers
+
+
+def error_to_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Litestar's exception handler: every exception of a Litestar route becomes this."""
+    status, detail, extra, headers = describe_error(exc, request.method, request.url.path)
     return Response(
         content=ErrorBody(status_code=status, detail=detail, extra=extra),
         status_code=status,

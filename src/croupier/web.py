@@ -1,4 +1,4 @@
-"""Shared Litestar pieces: the API-key guard."""
+"""Shared route pieces: authentication (the guard of Litestar routes) and strict JSON decoding."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from croupier.auth import AUTH_MESSAGES, AuthResult, Scope
+from croupier.auth import AUTH_MESSAGES, AuthResult, KeyCache, Scope
 from croupier.errors import (
     BadRequest,
     Forbidden,
@@ -25,18 +25,24 @@ T = TypeVar("T")
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
+def authenticate(keys: KeyCache, authorization: str | None, need: Scope) -> str | None:
+    """The key id of a request's `Authorization` header admitted for `need`; 401/403 otherwise.
+
+    The one authentication check: the guard of Litestar routes and the lean routes call it."""
+    code, key_id = keys.check(authorization, need=need)
+    if code == AuthResult.OK:
+        return key_id
+    status, detail = AUTH_MESSAGES[code]
+    raise (Forbidden if status == 403 else Unauthorized)(detail)
+
+
 def require_scope(scope: Scope) -> Guard:
     """A guard admitting keys of `scope` (admin keys are admitted everywhere)."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         # async on purpose: Litestar runs synchronous guards in a thread pool
         keys = connection.app.state.runtime.keys
-        code, key_id = keys.check(connection.headers.get("authorization"), need=scope)
-        if code == AuthResult.OK:
-            connection.state.key_id = key_id
-            return
-        status, detail = AUTH_MESSAGES[code]
-        raise (Forbidden if status == 403 else Unauthorized)(detail)
+        connection.state.key_id = authenticate(keys, connection.headers.get("authorization"), scope)
 
     return guard
 

@@ -1,23 +1,35 @@
 """`POST /v1/rewards`: validate the whole list, attribute each reward from its decision id,
-commit through the group-commit buffer, answer 202 only after commit."""
+commit through the group-commit buffer, answer 202 only after commit.
+
+A lean ASGI route like decide (see croupier.lean): the reward route is the second-busiest."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
-from litestar import Request, post
+from litestar.types import Receive, Scope, Send
 
+from croupier.auth import KeyCache
+from croupier.decision.ids import DecisionIdCodec
+from croupier.decision.policy_cache import Policy, PolicyCache
 from croupier.errors import BadRequest, Conflict, Invalid, field_error
+from croupier.ingest.buffer import RewardBuffer
 from croupier.ingest.schemas import RewardBody, RewardIn, RewardsAccepted
+from croupier.lean import (
+    ClientGone,
+    LeanRoute,
+    header,
+    method_not_allowed,
+    read_body,
+    send_error,
+    send_json,
+)
 from croupier.storage.reward_writer import Refused, RewardItem, Written
-from croupier.web import decode_json, require_scope
+from croupier.web import authenticate, decode_json
 
-if TYPE_CHECKING:
-    from croupier.runtime import Runtime
-
-
+REWARDS_PATH = "/v1/rewards"
 _decoder = msgspec.json.Decoder(RewardBody)
 _EXAMPLE = '{"decision_id": "<from /v1/decide>", "value": 1} or a list of up to 1000 of them'
 
@@ -29,7 +41,7 @@ def _invalid(index: int, field: str, message: str) -> Invalid:
     )
 
 
-async def _validate(rt: Runtime, items: list[RewardIn]) -> list[RewardItem]:
+async def _validate(rt: RewardsRuntime, items: list[RewardIn]) -> list[RewardItem]:
     """Turn the request into attributed items, or raise 422 naming the first bad item."""
     out: list[RewardItem] = []
     for index, item in enumerate(items):
@@ -79,42 +91,67 @@ async def _validate(rt: Runtime, items: list[RewardIn]) -> list[RewardItem]:
     return out
 
 
-@post(
-    "/v1/rewards",
-    status_code=202,
-    guards=[require_scope("decide")],
-    summary="Report rewards",
-    description=(
-        "One reward or a list of up to 1000. Answered 202 only after the rewards are committed."
-        " At most one value per (decision_id, metric): the same value again is a duplicate, a "
-        "different value is refused with 409. One bad item rejects the whole list."
-    ),
-)
-async def post_rewards(request: Request[Any, Any, Any]) -> RewardsAccepted:
-    """Validate, attribute and commit rewards."""
-    rt: Runtime = request.app.state.runtime
-    try:
-        data = decode_json(await request.body(), _decoder, example=_EXAMPLE)
-    except (BadRequest, Invalid):
-        if rt.metrics is not None:
-            rt.metrics.rejected(1)  # unreadable body: one rejection, its items are unknown
-        raise
-    items = [data] if isinstance(data, RewardIn) else data
-    try:
-        prepared = await _validate(rt, items)
-    except Invalid:
-        if rt.metrics is not None:
-            rt.metrics.rejected(len(items))
-        raise
-    outcome = await rt.rewards.submit(prepared)
-    if isinstance(outcome, Refused):
-        if rt.metrics is not None:
-            rt.metrics.rejected(len(items))
-        extra = [field_error(outcome.field, outcome.detail, index=outcome.index)]
-        if outcome.status == 409:
-            raise Conflict(outcome.detail + " Nothing from this request was written.", extra=extra)
-        raise Invalid(outcome.detail + " Nothing from this request was written.", extra=extra)
-    assert isinstance(outcome, Written)
-    if rt.metrics is not None:
-        rt.metrics.rewards(outcome.accepted, outcome.duplicates)
-    return RewardsAccepted(accepted=outcome.accepted, duplicates=outcome.duplicates)
+class RewardsRuntime(Protocol):
+    """What the rewards route needs from the process runtime."""
+
+    keys: KeyCache
+    codec: DecisionIdCodec
+    cache: PolicyCache
+    rewards: RewardBuffer
+    metrics: Any
+
+    async def policy_for_id(self, experiment_id: int) -> Policy | None: ...
+
+
+def make_rewards_route(runtime: RewardsRuntime, *, max_body_bytes: int) -> LeanRoute:
+    """Build `POST /v1/rewards`, a lean ASGI route like decide (see croupier.lean).
+
+    One reward or a list of up to 1000. Answered 202 only after the rewards are committed.
+    At most one value per (decision_id, metric): the same value again is a duplicate, a
+    different value is refused with 409. One bad item rejects the whole list."""
+    keys = runtime.keys
+    encode = msgspec.json.Encoder().encode
+
+    async def ingest(body: bytes) -> RewardsAccepted:
+        metrics = runtime.metrics
+        try:
+            data = decode_json(body, _decoder, example=_EXAMPLE)
+        except (BadRequest, Invalid):
+            if metrics is not None:
+                metrics.rejected(1)  # unreadable body: one rejection, its items are unknown
+            raise
+        items = [data] if isinstance(data, RewardIn) else data
+        try:
+            prepared = await _validate(runtime, items)
+        except Invalid:
+            if metrics is not None:
+                metrics.rejected(len(items))
+            raise
+        outcome = await runtime.rewards.submit(prepared)
+        if isinstance(outcome, Refused):
+            if metrics is not None:
+                metrics.rejected(len(items))
+            extra = [field_error(outcome.field, outcome.detail, index=outcome.index)]
+            detail = outcome.detail + " Nothing from this request was written."
+            raise (Conflict if outcome.status == 409 else Invalid)(detail, extra=extra)
+        assert isinstance(outcome, Written)
+        if metrics is not None:
+            metrics.rewards(outcome.accepted, outcome.duplicates)
+        return RewardsAccepted(accepted=outcome.accepted, duplicates=outcome.duplicates)
+
+    async def rewards_route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":  # type: ignore[typeddict-item]
+            await method_not_allowed(send, scope, "POST")
+            return
+        try:
+            authenticate(keys, header(scope, b"authorization"), "decide")
+            body = await read_body(scope, receive, max_body_bytes, "rewards")
+            answer = encode(await ingest(body))
+        except ClientGone:
+            return
+        except Exception as exc:
+            await send_error(send, scope, exc)
+            return
+        await send_json(send, 202, answer)
+
+    return rewards_route

@@ -1,0 +1,96 @@
+"""Raw ASGI plumbing of the lean routes, `POST /v1/decide` and `POST /v1/rewards`.
+
+These two routes carry nearly all of a deployment's traffic. `CroupierApp` (app.py) hands them
+the request before Litestar's router, middleware and response machinery, which would cost
+more than the work the routes do. What Litestar would give them is done here instead, once:
+reading a bounded body, answering JSON, and turning any exception into the same error body
+(`errors.describe_error`) that every other route answers with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from litestar.types import Receive, Scope, Send
+
+from croupier.errors import TooLarge, describe_error, error_bytes
+
+LeanRoute = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived; there is no one to answer."""
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header `name` (lower-case bytes), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int, what: str) -> bytes:
+    """The whole request body, refused with 413 as soon as it is known to exceed `limit`
+    bytes: at once from Content-Length, otherwise while the chunks arrive."""
+    too_large = TooLarge(
+        f"The {what} body is larger than {limit} bytes; send a smaller body or fewer items."
+    )
+    announced = header(scope, b"content-length")
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise too_large
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the common case: the body in one message
+        if len(body) > limit:
+            raise too_large
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with a complete JSON body."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_CONTENT_TYPE, (b"content-length", b"%d" % len(body)), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_error(send: Send, scope: Scope, exc: Exception) -> None:
+    """Answer with the error body `describe_error` gives for `exc` (logged there if a 500)."""
+    method: str = scope.get("method", "")  # type: ignore[assignment]
+    status, detail, extra, headers = describe_error(exc, method, scope["path"])
+    encoded: list[tuple[bytes, bytes]] = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+    ]
+    await send_json(send, status, error_bytes(status, detail, extra), encoded)
+
+
+async def method_not_allowed(send: Send, scope: Scope, allowed: str) -> None:
+    """405 naming the method to use."""
+    method: Any = scope.get("method")
+    detail = f"{method} is not allowed on {scope['path']}; use {allowed}."
+    await send_json(send, 405, error_bytes(405, detail), [(b"allow", allowed.encode())])
