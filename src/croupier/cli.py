@@ -281,6 +281,15 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
                 await stop.wait()
 
 
+def _lower_priority(nice: int) -> None:
+    """Yield the CPU to the serving workers (see Settings.optimizer_nice). The child runs in a
+    session of its own, and with Linux's scheduler autogroups (on by default) niceness only
+    ranks processes of one session: the session's own autogroup niceness is lowered as well."""
+    os.nice(nice)
+    with contextlib.suppress(OSError):  # not Linux, no autogroups, or not permitted
+        Path("/proc/self/autogroup").write_text(str(min(nice, 19)))
+
+
 async def _run_optimizer(settings: Settings, *, parent_pid: int | None = None) -> None:
     """Run the leader-elected optimizer loop alone until SIGTERM or SIGINT (or, with
     `parent_pid`, until that process is gone)."""
@@ -304,6 +313,8 @@ async def _run_optimizer(settings: Settings, *, parent_pid: int | None = None) -
         else None
     )
     redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
+    if parent_pid is not None and settings.optimizer_nice > 0:
+        _lower_priority(settings.optimizer_nice)
     try:
         async with pool.acquire() as conn:
             await run_migrations(conn)

@@ -36,19 +36,16 @@ def header(scope: Scope, name: bytes) -> str | None:
 async def read_body(scope: Scope, receive: Receive, limit: int, what: str) -> bytes:
     """The whole request body, refused with 413 as soon as it is known to exceed `limit`
     bytes: at once from Content-Length, otherwise while the chunks arrive."""
-    too_large = TooLarge(
-        f"The {what} body is larger than {limit} bytes; send a smaller body or fewer items."
-    )
     announced = header(scope, b"content-length")
     if announced is not None and announced.isdigit() and int(announced) > limit:
-        raise too_large
+        raise _too_large(limit, what)
     message = await receive()
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):  # the common case: the body in one message
         if len(body) > limit:
-            raise too_large
+            raise _too_large(limit, what)
         return body
     chunks = [body]
     size = len(body)
@@ -59,10 +56,16 @@ async def read_body(scope: Scope, receive: Receive, limit: int, what: str) -> by
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit, what)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _too_large(limit: int, what: str) -> TooLarge:
+    return TooLarge(
+        f"The {what} body is larger than {limit} bytes; send a smaller body or fewer items."
+    )
 
 
 async def send_json(

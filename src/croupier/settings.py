@@ -73,6 +73,10 @@ class Settings:
     """Allocate `thompson` traffic by top-two Thompson sampling instead of P(best)."""
     optimizer_shutdown_s: float = 5.0
     """How long the optimizer may take to finish its cycle when the process stops."""
+    optimizer_nice: int = 10
+    """Niceness the optimizer process of `croupier serve` adds to itself (0–19), so that when
+    it and a serving worker want the same core the decision path wins; the optimizer is not
+    latency-sensitive. On one core, a cycle at the workers' priority showed in decide's p99."""
     sticky_cache_size: int = 100_000
     """Sticky assignments each process remembers locally (LRU)."""
     http_header_read_timeout_s: float = 10.0
