@@ -114,7 +114,10 @@ class Runtime:
             return await write_rewards(self.pool, requests)
 
         self.rewards = RewardBuffer(
-            write, batch_max_items=s.reward_batch_max, observe_commit_s=self.metrics.observe_commit
+            write,
+            batch_max_items=s.reward_batch_max,
+            max_in_flight=s.reward_commits_in_flight,
+            observe_commit_s=self.metrics.observe_commit,
         )
         self.rewards.start()
         if s.optimizer_enabled:

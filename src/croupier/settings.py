@@ -55,6 +55,9 @@ class Settings:
     (and counted) rather than growing memory without bound."""
     reward_batch_max: int = 5000
     """Largest number of rewards committed in one group-commit transaction."""
+    reward_commits_in_flight: int = 2
+    """Group commits of rewards each process runs at once (requests arriving meanwhile form
+    the next group)."""
     snapshot_poll_interval_s: float = 0.5
     """How often each process asks PostgreSQL whether its policy snapshot or key cache is stale."""
     optimizer_interval_s: float = 5.0
