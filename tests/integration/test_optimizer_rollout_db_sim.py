@@ -89,7 +89,6 @@ async def _round(
                     True,
                     "allocated",
                     now,
-                    weights,
                     row["sticky"],
                 )
             )

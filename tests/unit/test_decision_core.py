@@ -216,7 +216,7 @@ def test_decision_log_is_bounded() -> None:
     """Past its bound the log drops and counts instead of growing."""
     log = DecisionLog(max_events=3)
     for i in range(5):
-        log.record(f"d{i}", 1, 0, 1, "u", True, "allocated", (1.0,), False)
+        log.record(f"d{i}", 1, 0, 1, "u", True, "allocated", False)
     assert len(log) == 3 and log.dropped == 2
     batch = log.take(2)
     log.put_back(batch)

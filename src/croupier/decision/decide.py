@@ -54,7 +54,6 @@ class Decider:
             unit_id,
             False,
             reason,
-            policy.weights,
             policy.sticky,
         )
         return DecideResponse(
@@ -83,7 +82,6 @@ class Decider:
                 unit_id,
                 True,
                 reason,
-                policy.weights,
                 policy.sticky,
             )
         return DecideResponse(

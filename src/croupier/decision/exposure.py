@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 # (decision_id, experiment_id, arm_index, allocation_id, unit_id, counted, reason,
-#  decided_at_epoch_s, weights_at_decision, sticky_experiment)
-DecisionEvent = tuple[str, int, int, int, str, bool, str, float, tuple[float, ...], bool]
+#  decided_at_epoch_s, sticky_experiment) — the writer's COPY columns, in order
+DecisionEvent = tuple[str, int, int, int, str, bool, str, float, bool]
 
 
 class DecisionLog:
@@ -34,7 +34,6 @@ class DecisionLog:
         unit_id: str,
         counted: bool,
         reason: str,
-        weights: tuple[float, ...],
         sticky: bool,
     ) -> None:
         """Queue one decision; never blocks."""
@@ -52,7 +51,6 @@ class DecisionLog:
                 counted,
                 reason,
                 time.time(),
-                weights,
                 sticky,
             )
         )

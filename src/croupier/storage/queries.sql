@@ -140,9 +140,9 @@ FROM rewards WHERE experiment_id = $1 AND counted
 GROUP BY metric, arm_index ORDER BY metric, arm_index;
 
 -- name: decision_stage_create
-CREATE TEMP TABLE IF NOT EXISTS decision_stage_v2 (
+CREATE TEMP TABLE IF NOT EXISTS decision_stage_v3 (
     decision_id text, experiment_id integer, arm_index smallint, allocation_id bigint,
-    unit_id text, counted boolean, reason text, decided_at timestamptz, sticky boolean,
+    unit_id text, counted boolean, reason text, decided_epoch float8, sticky boolean,
     moved boolean NOT NULL DEFAULT false
 ) ON COMMIT DELETE ROWS;
 
@@ -150,13 +150,13 @@ CREATE TEMP TABLE IF NOT EXISTS decision_stage_v2 (
 -- A counted decision of a sticky experiment whose unit is already counted on another arm, in
 -- the log or earlier in this batch, is a move (see migrations/0003_moved_decisions.sql).
 -- Earlier rows of the batch are found with a window (linear), the log through decisions_unit.
-UPDATE decision_stage_v2 s SET moved = true
+UPDATE decision_stage_v3 s SET moved = true
 FROM (
     SELECT ctid AS row_id, experiment_id, unit_id, arm_index,
            min(arm_index) OVER w AS min_before, max(arm_index) OVER w AS max_before
-    FROM decision_stage_v2
+    FROM decision_stage_v3
     WHERE counted AND sticky
-    WINDOW w AS (PARTITION BY experiment_id, unit_id ORDER BY decided_at
+    WINDOW w AS (PARTITION BY experiment_id, unit_id ORDER BY decided_epoch
                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ) x
 WHERE s.ctid = x.row_id AND (
@@ -166,23 +166,47 @@ WHERE s.ctid = x.row_id AND (
                  AND d.counted AND d.arm_index <> x.arm_index));
 
 -- name: decision_insert_from_stage
--- Sticky repeats share a decision_id: only the first row is stored and counted. Decisions of
--- experiments deleted meanwhile are dropped.
-INSERT INTO decisions (decision_id, experiment_id, arm_index, allocation_id, unit_id, counted,
-                       reason, decided_at, moved)
-SELECT DISTINCT ON (s.decision_id) s.decision_id, s.experiment_id, s.arm_index, s.allocation_id,
-       s.unit_id, s.counted, s.reason, s.decided_at, s.moved
-FROM decision_stage_v2 s
-WHERE EXISTS (SELECT 1 FROM experiments e WHERE e.id = s.experiment_id)
-ORDER BY s.decision_id, s.decided_at
-ON CONFLICT (decision_id) DO NOTHING
-RETURNING decision_id, counted, moved;
-
--- name: arm_stats_add
-UPDATE arm_stats s
-SET exposures = s.exposures + v.n, expected_exposures = s.expected_exposures + v.e
-FROM unnest($1::int[], $2::smallint[], $3::bigint[], $4::float8[]) AS v(experiment_id, arm_index, n, e)
-WHERE s.experiment_id = v.experiment_id AND s.arm_index = v.arm_index;
+-- Store the staged batch and add its exposures to arm_stats, in one statement; returns the
+-- number of rows newly stored. Sticky repeats share a decision_id: only the first row is
+-- stored and counted. Decisions of experiments deleted meanwhile are dropped. Each newly
+-- counted decision adds one exposure on its arm and, to expected_exposures, the weight of
+-- every arm in the allocation it was made under — or, for a sticky unit that moved, one on
+-- the arm it moved to (docs/statistics.md, SRM). A deadlock with another process's batch on
+-- arm_stats rows rolls the whole transaction back; the writer retries it.
+WITH ins AS (
+    INSERT INTO decisions (decision_id, experiment_id, arm_index, allocation_id, unit_id,
+                           counted, reason, decided_at, moved)
+    SELECT DISTINCT ON (s.decision_id) s.decision_id, s.experiment_id, s.arm_index,
+           s.allocation_id, s.unit_id, s.counted, s.reason, to_timestamp(s.decided_epoch),
+           s.moved
+    FROM decision_stage_v3 s
+    WHERE EXISTS (SELECT 1 FROM experiments e WHERE e.id = s.experiment_id)
+    ORDER BY s.decision_id, s.decided_epoch
+    ON CONFLICT (decision_id) DO NOTHING
+    RETURNING experiment_id, arm_index, allocation_id, counted, moved
+),
+groups AS (
+    SELECT experiment_id, arm_index, allocation_id, moved, count(*) AS n
+    FROM ins WHERE counted GROUP BY 1, 2, 3, 4
+),
+deltas AS (
+    SELECT experiment_id, arm_index, n, CASE WHEN moved THEN n ELSE 0 END::float8 AS e
+    FROM groups
+    UNION ALL
+    SELECT g.experiment_id, (w.ord - 1)::smallint, 0, g.n * w.weight
+    FROM groups g JOIN allocations a ON a.id = g.allocation_id,
+         unnest(a.weights) WITH ORDINALITY AS w(weight, ord)
+    WHERE NOT g.moved
+),
+added AS (
+    UPDATE arm_stats s
+    SET exposures = s.exposures + d.n, expected_exposures = s.expected_exposures + d.e
+    FROM (SELECT experiment_id, arm_index, sum(n)::bigint AS n, sum(e) AS e FROM deltas
+          GROUP BY 1, 2) d
+    WHERE s.experiment_id = d.experiment_id AND s.arm_index = d.arm_index
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM added) AS updated;
 
 -- name: reward_insert
 INSERT INTO rewards (decision_id, metric, experiment_id, arm_index, counted, value, idempotency_key)
