@@ -25,18 +25,20 @@ class ClientGone(Exception):
     """The client disconnected before its body arrived; there is no one to answer."""
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of request header `name` (lower-case bytes), or None."""
+def auth_and_length(scope: Scope) -> tuple[str | None, str | None]:
+    """The request's `Authorization` and `Content-Length` header values (one pass)."""
+    authorization = length = None
     for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+        if key == b"authorization":
+            authorization = value.decode("latin-1")
+        elif key == b"content-length":
+            length = value.decode("latin-1")
+    return authorization, length
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, what: str) -> bytes:
+async def read_body(receive: Receive, announced: str | None, limit: int, what: str) -> bytes:
     """The whole request body, refused with 413 as soon as it is known to exceed `limit`
-    bytes: at once from Content-Length, otherwise while the chunks arrive."""
-    announced = header(scope, b"content-length")
+    bytes: at once from the announced Content-Length, otherwise while the chunks arrive."""
     if announced is not None and announced.isdigit() and int(announced) > limit:
         raise _too_large(limit, what)
     message = await receive()

@@ -37,20 +37,25 @@ class DecisionRef(NamedTuple):
 class DecisionIdCodec:
     """Encodes and verifies decision ids with one secret."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_mac",)
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
             raise ValueError("the decision-id secret must be at least 16 bytes")
-        self._secret = secret
+        # keyed once; each id copies it (cheaper than keying HMAC-SHA256 anew per id)
+        self._mac = hmac.new(secret, digestmod="sha256")
+
+    def _sign(self, payload: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(payload)
+        return mac.digest()[:_MAC_BYTES]
 
     def encode(self, experiment_id: int, arm_index: int, counted: bool, nonce: bytes) -> str:
         """A signed id; `nonce` is 8 bytes (random, or derived from the unit for sticky ids)."""
         payload = _PAYLOAD.pack(
             VERSION, experiment_id, arm_index, FLAG_COUNTED if counted else 0, nonce
         )
-        mac = hmac.digest(self._secret, payload, "sha256")[:_MAC_BYTES]
-        return base64.urlsafe_b64encode(payload + mac).decode("ascii")
+        return base64.urlsafe_b64encode(payload + self._sign(payload)).decode("ascii")
 
     def decode(self, decision_id: str) -> DecisionRef | None:
         """The decision's reference, or None if the id is malformed or not signed by us."""
@@ -63,8 +68,7 @@ class DecisionIdCodec:
         if len(raw) != _PAYLOAD.size + _MAC_BYTES:
             return None
         payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
-        expected = hmac.digest(self._secret, payload, "sha256")[:_MAC_BYTES]
-        if not hmac.compare_digest(mac, expected):
+        if not hmac.compare_digest(mac, self._sign(payload)):
             return None
         version, experiment_id, arm_index, flags, _nonce = _PAYLOAD.unpack(payload)
         if version != VERSION:

@@ -23,7 +23,7 @@ from croupier.errors import NotFound
 from croupier.lean import (
     ClientGone,
     LeanRoute,
-    header,
+    auth_and_length,
     method_not_allowed,
     read_body,
     send_error,
@@ -56,8 +56,9 @@ def make_decide_route(runtime: DecideRuntime) -> LeanRoute:
             await method_not_allowed(send, scope, "POST")
             return
         try:
-            authenticate(keys, header(scope, b"authorization"), "decide")
-            body = await read_body(scope, receive, MAX_DECIDE_BODY_BYTES, "decide")
+            authorization, length = auth_and_length(scope)
+            authenticate(keys, authorization, "decide")
+            body = await read_body(receive, length, MAX_DECIDE_BODY_BYTES, "decide")
             request = decode_json(body, decoder, example=_EXAMPLE)
             policy = cache.policies.get(request.experiment)
             if policy is None:

@@ -20,7 +20,7 @@ from croupier.ingest.schemas import RewardBody, RewardIn, RewardsAccepted
 from croupier.lean import (
     ClientGone,
     LeanRoute,
-    header,
+    auth_and_length,
     method_not_allowed,
     read_body,
     send_error,
@@ -144,8 +144,9 @@ def make_rewards_route(runtime: RewardsRuntime, *, max_body_bytes: int) -> LeanR
             await method_not_allowed(send, scope, "POST")
             return
         try:
-            authenticate(keys, header(scope, b"authorization"), "decide")
-            body = await read_body(scope, receive, max_body_bytes, "rewards")
+            authorization, length = auth_and_length(scope)
+            authenticate(keys, authorization, "decide")
+            body = await read_body(receive, length, max_body_bytes, "rewards")
             answer = encode(await ingest(body))
         except ClientGone:
             return
