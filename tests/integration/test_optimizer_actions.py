@@ -292,13 +292,44 @@ async def test_one_failing_experiment_is_skipped(
     """An experiment whose evaluation raises is logged and skipped; the others still move."""
     import croupier.optimizer.tick as tick_module
 
+    real = tick_module.compute_many
+
+    def flaky(raws: Any, rng: Any, **kw: Any) -> Any:
+        results = real(raws, rng, **kw)
+        return [
+            RuntimeError("boom") if raw.spec.key == "bad" else result
+            for raw, result in zip(raws, results, strict=True)
+        ]
+
+    monkeypatch.setattr(tick_module, "compute_many", flaky)
+    bad = await harness.create(experiment_body(key="bad", policy="thompson", arms=2))
+    good = await harness.create(experiment_body(key="good", policy="thompson", arms=2))
+    for eid in (bad, good):
+        await harness.set_stats(eid, [5000, 5000], reward=_binary([0.05, 0.09], 5000))
+    report = await harness.optimizer.run_cycle()
+    assert (report.experiments, report.failures, report.changes) == (2, 1, 1)
+    assert (await harness.get("good"))["status"] == "completed"
+    assert (await harness.get("bad"))["status"] == "running"
+
+
+async def test_a_failing_batch_falls_back_to_one_experiment_at_a_time(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the batched statistics raise, each experiment is computed alone, so only the one
+    that fails is skipped."""
+    import croupier.optimizer.tick as tick_module
+
     real = tick_module.compute
+
+    def broken(raws: Any, rng: Any, **kw: Any) -> Any:
+        raise RuntimeError("batch")
 
     def flaky(raw: Any, rng: Any, **kw: Any) -> Any:
         if raw.spec.key == "bad":
             raise RuntimeError("boom")
         return real(raw, rng, **kw)
 
+    monkeypatch.setattr(tick_module, "compute_many", broken)
     monkeypatch.setattr(tick_module, "compute", flaky)
     bad = await harness.create(experiment_body(key="bad", policy="thompson", arms=2))
     good = await harness.create(experiment_body(key="good", policy="thompson", arms=2))

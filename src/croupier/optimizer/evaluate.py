@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,7 +43,15 @@ from croupier.optimizer.analysis import (
     read_raw_stats,
 )
 from croupier.optimizer.recommend import Recommendation, recommend
-from croupier.stats.report import Comparison, GuardrailCheck, MetricReport, analyze, guardrail
+from croupier.stats.report import (
+    AnalyzeInput,
+    Comparison,
+    GuardrailCheck,
+    GuardrailInput,
+    MetricReport,
+    analyze_many,
+    guardrail_many,
+)
 from croupier.stats.sequential import SequentialState
 from croupier.storage.queries import Q
 
@@ -95,13 +104,63 @@ def compute(
     ``integrate``: P(best) by numerical integration instead of Monte Carlo draws (the
     optimizer's cycle; `GET …/results` draws).
     """
+    (result,) = compute_many([raw], rng, integrate=integrate)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def compute_many(
+    raws: Sequence[RawStats], rng: np.random.Generator, *, integrate: bool = False
+) -> list[tuple[MetricReport, Checks] | Exception]:
+    """:func:`compute` for many experiments at once (the optimizer's cycle): the statistics
+    are vectorised across all of them (:func:`~croupier.stats.report.analyze_many`,
+    :func:`~croupier.stats.report.guardrail_many`) and each result is the same as `compute`
+    gives it alone, in this order with this ``rng``. An experiment whose statistics fail gets
+    its exception in its place; the others are not affected."""
+    out: list[tuple[MetricReport, Checks] | Exception | None] = [None] * len(raws)
+    primary_inputs: list[AnalyzeInput] = []
+    primary_of: list[int] = []
+    guard_inputs: list[GuardrailInput] = []
+    guard_of: list[tuple[int, str]] = []
+    for i, raw in enumerate(raws):
+        try:
+            primary_input, guards = _inputs(raw)
+        except Exception as exc:  # a broken definition or snapshot: this experiment only
+            out[i] = exc
+            continue
+        primary_inputs.append(primary_input)
+        primary_of.append(i)
+        guard_inputs += [g for _, g in guards]
+        guard_of += [(i, name) for name, _ in guards]
+    primaries = analyze_many(primary_inputs, rng=rng, integrate=integrate)
+    guards_out = guardrail_many(guard_inputs)
+    checks_of: dict[int, Checks] = {}
+    failed: dict[int, Exception] = {}
+    for (i, name), result in zip(guard_of, guards_out, strict=True):
+        if isinstance(result, Exception):
+            failed.setdefault(i, result)
+        else:
+            checks_of.setdefault(i, {})[name] = result
+    for i, primary in zip(primary_of, primaries, strict=True):
+        if isinstance(primary, Exception):
+            out[i] = primary
+        elif i in failed:
+            out[i] = failed[i]
+        else:
+            out[i] = (primary, checks_of.get(i, {}))
+    return [r for r in out if r is not None]
+
+
+def _inputs(raw: RawStats) -> tuple[AnalyzeInput, list[tuple[str, GuardrailInput]]]:
+    """The statistics' inputs of one experiment: its primary metric and its guardrails."""
     spec = raw.spec
     alpha = 1.0 - spec.confidence_level
     control = spec.control_index
     primary_metric = spec.metric(PRIMARY_METRIC)
     assert primary_metric is not None
     totals = raw.metrics[PRIMARY_METRIC]
-    primary = analyze(
+    primary = AnalyzeInput(
         metric_type=primary_metric.type,
         direction=primary_metric.direction,
         alpha=alpha,
@@ -112,25 +171,28 @@ def compute(
         sums=[t[1] for t in totals],
         sums_sq=[t[2] for t in totals],
         sequential_states=_states(raw, PRIMARY_METRIC, KIND_TWO_SIDED),
-        rng=rng,
-        integrate=integrate,
     )
-    checks: dict[str, tuple[GuardrailCheck, ...]] = {}
+    guards: list[tuple[str, GuardrailInput]] = []
     for m in guardrail_metrics(raw):
         g = raw.metrics[m.name]
-        checks[m.name] = guardrail(
-            metric_type=m.type,
-            direction=m.direction,
-            alpha=alpha,
-            control=control,
-            count=raw.exposures if m.type == "binary" else [t[0] for t in g],
-            sums=[t[1] for t in g],
-            sums_sq=[t[2] for t in g],
-            sequential_states=_states(raw, m.name, KIND_GUARDRAIL),
-            max_degradation=m.max_degradation,
-            max_relative_degradation=m.max_relative_degradation,
+        guards.append(
+            (
+                m.name,
+                GuardrailInput(
+                    metric_type=m.type,
+                    direction=m.direction,
+                    alpha=alpha,
+                    control=control,
+                    count=raw.exposures if m.type == "binary" else [t[0] for t in g],
+                    sums=[t[1] for t in g],
+                    sums_sq=[t[2] for t in g],
+                    sequential_states=_states(raw, m.name, KIND_GUARDRAIL),
+                    max_degradation=m.max_degradation,
+                    max_relative_degradation=m.max_relative_degradation,
+                ),
+            )
         )
-    return primary, checks
+    return primary, guards
 
 
 async def _persist(
@@ -218,7 +280,10 @@ async def persist_many(
 def fold(
     primary: MetricReport, checks: Checks, merged: dict[tuple[str, int, str], float]
 ) -> tuple[MetricReport, Checks]:
-    """The report with each sequential p-value folded into its stored running minimum."""
+    """The report with each sequential p-value folded into its stored running minimum.
+
+    Comparisons whose p-value the stored minimum does not lower are kept as they are (the
+    usual case: the report was computed from the state stored at its snapshot)."""
     alpha = primary.alpha
 
     def lowest(metric: str, arm: int, kind: str, p: float) -> float:
@@ -229,23 +294,28 @@ def fold(
     for c in primary.comparisons:
         p = lowest(PRIMARY_METRIC, c.arm, KIND_TWO_SIDED, c.sequential_p_value)
         comparisons.append(
-            dataclasses.replace(
+            c
+            if p == c.sequential_p_value
+            else dataclasses.replace(
                 c, sequential_p_value=p, significant=p < alpha, state=SequentialState(p)
             )
         )
-    states = list(primary.sequential_states)
-    for c in comparisons:
-        states[c.arm] = c.state
-    primary = dataclasses.replace(
-        primary, comparisons=tuple(comparisons), sequential_states=tuple(states)
-    )
+    if any(new is not old for new, old in zip(comparisons, primary.comparisons, strict=True)):
+        states = list(primary.sequential_states)
+        for c in comparisons:
+            states[c.arm] = c.state
+        primary = dataclasses.replace(
+            primary, comparisons=tuple(comparisons), sequential_states=tuple(states)
+        )
     new_checks: dict[str, tuple[GuardrailCheck, ...]] = {}
     for name, per_arm in checks.items():
         folded: list[GuardrailCheck] = []
         for g in per_arm:
             p = lowest(name, g.arm, KIND_GUARDRAIL, g.sequential_p_value)
             folded.append(
-                dataclasses.replace(
+                g
+                if p == g.sequential_p_value
+                else dataclasses.replace(
                     g, sequential_p_value=p, breached=p < alpha, state=SequentialState(p)
                 )
             )

@@ -40,6 +40,7 @@ from croupier.optimizer.evaluate import (
     Evaluation,
     SequentialStored,
     compute,
+    compute_many,
     persist_many,
 )
 from croupier.optimizer.publish import Change, apply_change
@@ -388,12 +389,23 @@ class _Work:
 
 
 def _compute_all(work: list[_Work], rng: np.random.Generator) -> None:
-    """The statistics of every experiment whose inputs changed (CPU; run in a thread)."""
-    for w in work:
-        try:
-            w.primary, w.checks = compute(w.raw, rng, integrate=True)
-        except Exception as exc:  # one experiment's failure is logged and skipped
-            w.error = exc
+    """The statistics of every experiment whose inputs changed, vectorised across all of them
+    (CPU; run in a thread). One experiment's failure is logged and skipped."""
+    try:
+        results = compute_many([w.raw for w in work], rng, integrate=True)
+    except Exception:  # not one experiment's input: find out which, one at a time
+        logger.exception("optimizer statistics failed for the batch; computing one at a time")
+        for w in work:
+            try:
+                w.primary, w.checks = compute(w.raw, rng, integrate=True)
+            except Exception as exc:
+                w.error = exc
+        return
+    for w, result in zip(work, results, strict=True):
+        if isinstance(result, Exception):
+            w.error = result
+        else:
+            w.primary, w.checks = result
 
 
 def _plan_all(

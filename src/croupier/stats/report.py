@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,21 +31,25 @@ from croupier.stats.posterior import (
     Direction,
     MetricType,
     best_arm,
-    best_arm_integrated,
+    best_arm_integrated_many,
 )
 from croupier.stats.sequential import SequentialState
 from croupier.stats.significance import (
     Interval,
+    clip01,
     holm,
     lift,
-    t_interval,
-    two_proportion_test,
-    welch_satterthwaite_df,
-    welch_test,
-    wilson_interval,
+    t_half_widths,
+    two_proportion_tests,
+    welch_satterthwaite_dfs,
+    welch_tests,
+    wilson_intervals,
+    z_values,
 )
-from croupier.stats.srm import SrmResult, srm_test
+from croupier.stats.srm import SrmResult, srm_many
 from croupier.stats.sufficient import FloatArray
+
+_T = TypeVar("_T")
 
 
 class StatsInputError(ValueError):
@@ -165,11 +170,54 @@ class GuardrailCheck:
 
 
 @dataclass(frozen=True, slots=True)
-class _Totals:
+class AnalyzeInput:
+    """The per-experiment arguments of :func:`analyze`, for :func:`analyze_many`."""
+
+    metric_type: MetricType
+    direction: Direction
+    alpha: float
+    control: int
+    exposures: npt.ArrayLike
+    expected_exposures: npt.ArrayLike
+    count: npt.ArrayLike
+    sums: npt.ArrayLike
+    sums_sq: npt.ArrayLike
+    sequential_states: Sequence[SequentialState | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailInput:
+    """The arguments of :func:`guardrail`, for :func:`guardrail_many`."""
+
+    metric_type: MetricType
+    direction: Direction
+    alpha: float
+    control: int
+    count: npt.ArrayLike
+    sums: npt.ArrayLike
+    sums_sq: npt.ArrayLike
+    sequential_states: Sequence[SequentialState | None] | None = None
+    max_degradation: float | None = None
+    max_relative_degradation: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """One experiment's validated totals of one metric (``n``: the counts the statistics use,
+    exposures for a binary metric)."""
+
+    metric_type: MetricType
+    direction: Direction
+    alpha: float
+    control: int
     n: FloatArray
     sums: FloatArray
-    mean: list[float | None]
-    std: list[float | None]
+    sums_sq: FloatArray
+    states: list[SequentialState]
+    exposures: FloatArray | None = None
+    expected_exposures: FloatArray | None = None
+    max_degradation: float | None = None
+    max_relative_degradation: float | None = None
 
 
 def _as_array(name: str, values: npt.ArrayLike, k: int | None) -> FloatArray:
@@ -181,37 +229,16 @@ def _as_array(name: str, values: npt.ArrayLike, k: int | None) -> FloatArray:
     return arr
 
 
-def _totals(
-    metric_type: MetricType,
-    exposures: FloatArray,
-    count: FloatArray,
-    sums: FloatArray,
-    sums_sq: FloatArray,
-) -> _Totals:
-    n = exposures if metric_type == "binary" else count
+def _check_counts(metric_type: MetricType, n: FloatArray, sums: FloatArray) -> None:
     if np.any(n < 0):
         raise StatsInputError("counts and exposures must be non-negative.")
     if metric_type == "binary" and np.any((sums < 0) | (sums > n * (1 + 1e-9) + 1e-9)):
         raise StatsInputError("a binary metric's sum must be between 0 and the exposures.")
-    mean: list[float | None] = []
-    std: list[float | None] = []
-    for n_i, s_i, ss_i in zip(n.tolist(), sums.tolist(), sums_sq.tolist(), strict=True):
-        if n_i <= 0:
-            mean.append(None)
-            std.append(None)
-            continue
-        m = s_i / n_i
-        if metric_type == "binary":
-            m = min(1.0, max(0.0, m))
-            v = m * (1.0 - m)
-            std.append(math.sqrt(v))
-        elif n_i >= 2:
-            v = max(0.0, (ss_i - s_i * m) / (n_i - 1))
-            std.append(math.sqrt(v))
-        else:
-            std.append(None)
-        mean.append(m)
-    return _Totals(n=n, sums=sums, mean=mean, std=std)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise StatsInputError(f"alpha must be strictly between 0 and 1, got {alpha!r}.")
 
 
 def _finite(value: float | None) -> float | None:
@@ -219,10 +246,11 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _finite_ci(ci: Interval | None) -> Interval | None:
-    if ci is None or not (math.isfinite(ci[0]) and math.isfinite(ci[1])):
+def _finite_ci(lo: float, hi: float) -> Interval | None:
+    """(lo, hi) when both are finite, else None (NaN marks an undefined interval)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         return None
-    return ci
+    return (lo, hi)
 
 
 def _check_control(control: int, k: int) -> None:
@@ -238,6 +266,66 @@ def _states(states: Sequence[SequentialState | None] | None, k: int) -> list[Seq
             f"sequential_states has {len(states)} entries but there are {k} arms."
         )
     return [s or sequential.INITIAL_STATE for s in states]
+
+
+def _check_analyze(item: AnalyzeInput) -> _Checked:
+    _check_alpha(item.alpha)
+    exp_a = _as_array("exposures", item.exposures, None)
+    k = exp_a.size
+    if k == 0:
+        raise StatsInputError("there must be at least one arm.")
+    _check_control(item.control, k)
+    expected_a = _as_array("expected_exposures", item.expected_exposures, k)
+    count_a = _as_array("count", item.count, k)
+    sums_a = _as_array("sums", item.sums, k)
+    sums_sq_a = _as_array("sums_sq", item.sums_sq, k)
+    states = _states(item.sequential_states, k)
+    n = exp_a if item.metric_type == "binary" else count_a
+    _check_counts(item.metric_type, n, sums_a)
+    return _Checked(
+        metric_type=item.metric_type,
+        direction=item.direction,
+        alpha=item.alpha,
+        control=item.control,
+        n=n,
+        sums=sums_a,
+        sums_sq=sums_sq_a,
+        states=states,
+        exposures=exp_a,
+        expected_exposures=expected_a,
+    )
+
+
+def _check_guardrail(item: GuardrailInput) -> _Checked:
+    _check_alpha(item.alpha)
+    max_degradation, max_relative = item.max_degradation, item.max_relative_degradation
+    if max_degradation is not None and max_relative is not None:
+        raise StatsInputError("give max_degradation or max_relative_degradation, not both.")
+    for name, tol in (
+        ("max_degradation", max_degradation),
+        ("max_relative_degradation", max_relative),
+    ):
+        if tol is not None and (not math.isfinite(tol) or tol < 0.0):
+            raise StatsInputError(f"{name} must be a non-negative finite number, got {tol!r}.")
+    count_a = _as_array("count", item.count, None)
+    k = count_a.size
+    _check_control(item.control, k)
+    sums_a = _as_array("sums", item.sums, k)
+    sums_sq_a = _as_array("sums_sq", item.sums_sq, k)
+    states = _states(item.sequential_states, k)
+    _check_counts(item.metric_type, count_a, sums_a)
+    return _Checked(
+        metric_type=item.metric_type,
+        direction=item.direction,
+        alpha=item.alpha,
+        control=item.control,
+        n=count_a,
+        sums=sums_a,
+        sums_sq=sums_sq_a,
+        states=states,
+        max_degradation=max_degradation,
+        max_relative_degradation=max_relative,
+    )
 
 
 def analyze(
@@ -265,117 +353,289 @@ def analyze(
     (:func:`~croupier.stats.posterior.best_arm_integrated`; seed and draws 0), falling back to
     the draws where integration does not apply (a point-mass posterior).
     """
-    if not 0.0 < alpha < 1.0:
-        raise StatsInputError(f"alpha must be strictly between 0 and 1, got {alpha!r}.")
-    exp_a = _as_array("exposures", exposures, None)
-    k = exp_a.size
-    if k == 0:
-        raise StatsInputError("there must be at least one arm.")
-    _check_control(control, k)
-    expected_a = _as_array("expected_exposures", expected_exposures, k)
-    count_a = _as_array("count", count, k)
-    sums_a = _as_array("sums", sums, k)
-    sums_sq_a = _as_array("sums_sq", sums_sq, k)
-    states = _states(sequential_states, k)
-    t = _totals(metric_type, exp_a, count_a, sums_a, sums_sq_a)
-
-    best: BestArm | None = None
-    if integrate:
-        best = best_arm_integrated(metric_type, direction, t.n, sums_a, sums_sq_a)
-    if best is None:
-        best = best_arm(metric_type, direction, t.n, sums_a, sums_sq_a, rng=rng, draws=draws)
-
-    arms: list[ArmSummary] = []
-    for i in range(k):
-        n_i = round(t.n[i])
-        m, s = t.mean[i], t.std[i]
-        ci: Interval | None = None
-        if metric_type == "binary":
-            ci = wilson_interval(float(sums_a[i]), n_i, alpha=alpha)
-        elif m is not None and s is not None:
-            ci = t_interval(m, s, n_i, alpha=alpha)
-        arms.append(
-            ArmSummary(
-                arm=i,
-                exposures=round(exp_a[i]),
-                expected_exposures=float(expected_a[i]),
-                count=n_i,
-                sum=float(sums_a[i]),
-                mean=_finite(m),
-                std=_finite(s),
-                ci=_finite_ci(ci),
-                p_best=None if best.p_best is None else best.p_best[i],
-                expected_loss=_finite(best.expected_loss[i] if best.expected_loss else None),
-            )
-        )
-
-    c = control
-    others = [i for i in range(k) if i != c]
-    raw: list[tuple[float | None, Interval | None, float | None]] = []
-    new_states: list[SequentialState | None] = [None] * k
-    seq_p: dict[int, float] = {}
-    idx = np.asarray(others, dtype=np.intp)
-    all_terms = sequential.difference_terms(
-        metric_type, t.n[idx], sums_a[idx], sums_sq_a[idx], t.n[c], sums_a[c], sums_sq_a[c]
-    )
-    seq_variances = [_finite(v) for v in np.broadcast_to(all_terms.variance, idx.shape).tolist()]
-    seq_n_arm: list[int] = []
-    for i in others:
-        m_i, m_c = t.mean[i], t.mean[c]
-        diff = None if m_i is None or m_c is None else m_i - m_c
-        n_i, n_c = round(t.n[i]), round(t.n[c])
-        test = None
-        if metric_type == "binary":
-            test = two_proportion_test(float(sums_a[i]), n_i, float(sums_a[c]), n_c, alpha=alpha)
-        else:
-            s_i, s_c = t.std[i], t.std[c]
-            if m_i is not None and m_c is not None and s_i is not None and s_c is not None:
-                test = welch_test(m_i, s_i, n_i, m_c, s_c, n_c, alpha=alpha)
-        seq_n_arm.append(n_i)
-        raw.append(
-            (diff, None if test is None else test.diff_ci, None if test is None else test.p_value)
-        )
-    looks = sequential.update_many(
-        [states[i] for i in others],
-        estimates=[d for d, _, _ in raw],
-        variances=seq_variances,
-        n_arm=seq_n_arm,
-        n_control=round(t.n[c]),
-    )
-    for i, (state, p_seq) in zip(others, looks, strict=True):
-        new_states[i] = state
-        seq_p[i] = p_seq
-
-    adjusted = holm([p for _, _, p in raw])
-    comparisons = []
-    for j, i in enumerate(others):
-        diff, diff_ci, p_value = raw[j]
-        new_state = new_states[i]
-        assert new_state is not None
-        comparisons.append(
-            Comparison(
-                arm=i,
-                control=c,
-                diff=_finite(diff),
-                diff_ci=_finite_ci(diff_ci),
-                lift=_finite(lift(diff, t.mean[c])),
-                p_value=_finite(p_value),
-                p_value_adjusted=_finite(adjusted[j]),
-                sequential_p_value=seq_p[i],
-                significant=seq_p[i] < alpha,
-                state=new_state,
-            )
-        )
-
-    return MetricReport(
+    item = AnalyzeInput(
+        metric_type=metric_type,
+        direction=direction,
         alpha=alpha,
-        arms=tuple(arms),
-        comparisons=tuple(comparisons),
-        srm=srm_test(exp_a, expected_a),
-        sequential_states=tuple(new_states),
-        seed=best.seed,
-        draws=best.draws,
+        control=control,
+        exposures=exposures,
+        expected_exposures=expected_exposures,
+        count=count,
+        sums=sums,
+        sums_sq=sums_sq,
+        sequential_states=sequential_states,
     )
+    (report,) = analyze_many([item], rng=rng, draws=draws, integrate=integrate)
+    if isinstance(report, StatsInputError):
+        raise report
+    return report
+
+
+def analyze_many(
+    inputs: Sequence[AnalyzeInput],
+    *,
+    rng: np.random.Generator,
+    draws: int = DEFAULT_DRAWS,
+    integrate: bool = False,
+) -> list[MetricReport | StatsInputError]:
+    """:func:`analyze` for many experiments at once, vectorised across all their arms.
+
+    Each result is the same as :func:`analyze` gives for that input alone, called in the order
+    of the inputs with the same ``rng`` (only the Monte Carlo draws use it: every draw, or with
+    ``integrate`` only the fallbacks). An input that :func:`analyze` would reject gets its
+    StatsInputError in its place; the others are not affected.
+    """
+    out: list[MetricReport | StatsInputError | None] = [None] * len(inputs)
+    checked: list[tuple[int, _Checked]] = []
+    for i, item in enumerate(inputs):
+        try:
+            checked.append((i, _check_analyze(item)))
+        except StatsInputError as exc:
+            out[i] = exc
+    bests = _best_arms([c for _, c in checked], rng=rng, draws=draws, integrate=integrate)
+    for metric_type in ("binary", "continuous"):
+        members = [j for j, (_, c) in enumerate(checked) if c.metric_type == metric_type]
+        if members:
+            reports = _analyze_group(
+                metric_type, [checked[j][1] for j in members], [bests[j] for j in members]
+            )
+            for j, report in zip(members, reports, strict=True):
+                out[checked[j][0]] = report
+    return _filled(out)
+
+
+def _filled(results: list[_T | None]) -> list[_T]:
+    """Every input's result, once each has one."""
+    done = [r for r in results if r is not None]
+    assert len(done) == len(results)
+    return done
+
+
+def _best_arms(
+    items: list[_Checked], *, rng: np.random.Generator, draws: int, integrate: bool
+) -> list[BestArm]:
+    """P(best) of each item: integrated (batched by metric type, direction and number of arms)
+    where it applies, else drawn, in item order."""
+    found: list[BestArm | None] = [None] * len(items)
+    if integrate:
+        groups: dict[tuple[str, str, int], list[int]] = {}
+        for j, c in enumerate(items):
+            groups.setdefault((c.metric_type, c.direction, c.n.size), []).append(j)
+        for (metric_type, direction, _), members in groups.items():
+            results = best_arm_integrated_many(
+                metric_type,  # type: ignore[arg-type]
+                direction,  # type: ignore[arg-type]
+                np.stack([items[j].n for j in members]),
+                np.stack([items[j].sums for j in members]),
+                np.stack([items[j].sums_sq for j in members]),
+            )
+            for j, result in zip(members, results, strict=True):
+                found[j] = result
+    out: list[BestArm] = []
+    for c, best in zip(items, found, strict=True):
+        if best is None:
+            best = best_arm(
+                c.metric_type, c.direction, c.n, c.sums, c.sums_sq, rng=rng, draws=draws
+            )
+        out.append(best)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Flat:
+    """The arms of many experiments one after the other, with their comparisons.
+
+    Attributes:
+        arms: number of arms of each experiment.
+        starts: index of each experiment's first arm.
+        n, sums, sums_sq: per arm, the totals.
+        rounded: per arm, n rounded to an integer (the counts the tests use).
+        mean, std: per arm, NaN where undefined (as :func:`_arm_mean_std` defines them).
+        arm, control, item: per comparison (each non-control arm, in order), the arm's and its
+            control's flat index and the experiment's index.
+    """
+
+    arms: list[int]
+    starts: list[int]
+    n: FloatArray
+    sums: FloatArray
+    sums_sq: FloatArray
+    rounded: FloatArray
+    mean: FloatArray
+    std: FloatArray
+    arm: npt.NDArray[np.intp]
+    control: npt.NDArray[np.intp]
+    item: npt.NDArray[np.intp]
+
+
+def _flatten(metric_type: MetricType, items: list[_Checked]) -> _Flat:
+    arms = [c.n.size for c in items]
+    starts = np.concatenate([[0], np.cumsum(arms[:-1], dtype=np.intp)]).astype(np.intp)
+    n = np.concatenate([c.n for c in items])
+    sums = np.concatenate([c.sums for c in items])
+    sums_sq = np.concatenate([c.sums_sq for c in items])
+    mean, std = _arm_mean_std(metric_type, n, sums, sums_sq)
+    controls = starts + np.asarray([c.control for c in items], dtype=np.intp)
+    is_control = np.zeros(n.size, dtype=bool)
+    is_control[controls] = True
+    arm = np.flatnonzero(~is_control)
+    item = np.repeat(np.arange(len(items), dtype=np.intp), np.asarray(arms) - 1)
+    return _Flat(
+        arms=arms,
+        starts=starts.tolist(),
+        n=n,
+        sums=sums,
+        sums_sq=sums_sq,
+        rounded=np.round(n),
+        mean=mean,
+        std=std,
+        arm=arm,
+        control=controls[item],
+        item=item,
+    )
+
+
+def _arm_mean_std(
+    metric_type: MetricType, n: FloatArray, sums: FloatArray, sums_sq: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per-arm mean and std, NaN where undefined: the mean sum / n when n > 0 (clipped to
+    [0, 1] for a binary metric); the std √(mean(1 − mean)) for binary, the sample std (ddof 1,
+    a negative variance from cancellation read as 0) for continuous when n ≥ 2."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mean = np.where(n > 0, sums / n, np.nan)
+        if metric_type == "binary":
+            mean = np.where(n > 0, clip01(mean), np.nan)
+            std = np.sqrt(mean * (1.0 - mean))
+        else:
+            var = (sums_sq - sums * mean) / (n - 1.0)
+            std = np.where(n >= 2, np.sqrt(np.where(var > 0.0, var, 0.0)), np.nan)
+    return mean, std
+
+
+def _optional(values: FloatArray) -> list[float | None]:
+    """The values as floats, None where NaN (undefined)."""
+    return [None if v != v else v for v in values.tolist()]
+
+
+def _analyze_group(
+    metric_type: MetricType, items: list[_Checked], bests: list[BestArm]
+) -> list[MetricReport]:
+    """analyze_many for items of one metric type."""
+    f = _flatten(metric_type, items)
+    alpha = np.asarray([c.alpha for c in items], dtype=np.float64)
+    z_item = z_values(alpha.tolist())
+    a, c = f.arm, f.control
+    arm_alpha = np.repeat(alpha, f.arms)
+
+    # per arm: interval of the mean
+    if metric_type == "binary":
+        ci_lo, ci_hi = wilson_intervals(f.sums, f.rounded, np.repeat(z_item, f.arms))
+    else:
+        half = t_half_widths(f.std, f.rounded, arm_alpha)
+        with np.errstate(invalid="ignore"):
+            ci_lo, ci_hi = f.mean - half, f.mean + half
+    exposures = np.concatenate([i.exposures for i in items if i.exposures is not None])
+    expected = np.concatenate(
+        [i.expected_exposures for i in items if i.expected_exposures is not None]
+    )
+
+    # per comparison: fixed-horizon test and sequential look
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = f.mean[a] - f.mean[c]
+    if metric_type == "binary":
+        lo, hi, p_value = two_proportion_tests(
+            f.sums[a], f.rounded[a], f.sums[c], f.rounded[c], z_item[f.item]
+        )
+    else:
+        lo, hi, p_value = welch_tests(
+            f.mean[a],
+            f.std[a],
+            f.rounded[a],
+            f.mean[c],
+            f.std[c],
+            f.rounded[c],
+            alpha[f.item],
+        )
+    terms = sequential.difference_terms(
+        metric_type, f.n[a], f.sums[a], f.sums_sq[a], f.n[c], f.sums[c], f.sums_sq[c]
+    )
+    variance = terms.variance
+    previous = sequential.previous_p_values(
+        [s for item in items for j, s in enumerate(item.states) if j != item.control]
+    )
+    seq_p = sequential.update_flat(
+        previous,
+        estimates=diff,
+        variances=np.where(np.isfinite(variance), variance, np.nan),
+        n_arm=f.rounded[a],
+        n_control=f.rounded[c],
+    ).tolist()
+
+    mean_l, std_l = _optional(f.mean), _optional(f.std)
+    n_l, sums_l = f.rounded.tolist(), f.sums.tolist()
+    exp_l, expected_l = exposures.tolist(), expected.tolist()
+    ci_l = list(zip(ci_lo.tolist(), ci_hi.tolist(), strict=True))
+    diff_l, p_l = _optional(diff), _optional(p_value)
+    diff_ci_l = list(zip(lo.tolist(), hi.tolist(), strict=True))
+    srm = srm_many(exposures, expected, f.arms)
+
+    reports: list[MetricReport] = []
+    j = 0  # the current experiment's first comparison
+    for i, (item, best) in enumerate(zip(items, bests, strict=True)):
+        start, k, control = f.starts[i], f.arms[i], item.control
+        arms: list[ArmSummary] = []
+        for r in range(k):
+            g = start + r
+            arms.append(
+                ArmSummary(
+                    arm=r,
+                    exposures=round(exp_l[g]),
+                    expected_exposures=expected_l[g],
+                    count=round(n_l[g]),
+                    sum=sums_l[g],
+                    mean=_finite(mean_l[g]),
+                    std=_finite(std_l[g]),
+                    ci=_finite_ci(*ci_l[g]),
+                    p_best=None if best.p_best is None else best.p_best[r],
+                    expected_loss=_finite(best.expected_loss[r] if best.expected_loss else None),
+                )
+            )
+        adjusted = holm(p_l[j : j + k - 1])
+        control_mean = mean_l[start + control]
+        comparisons: list[Comparison] = []
+        new_states: list[SequentialState | None] = [None] * k
+        others = [r for r in range(k) if r != control]
+        for m, r in enumerate(others):
+            p_seq = seq_p[j + m]
+            state = SequentialState(p_seq)
+            new_states[r] = state
+            comparisons.append(
+                Comparison(
+                    arm=r,
+                    control=control,
+                    diff=_finite(diff_l[j + m]),
+                    diff_ci=_finite_ci(*diff_ci_l[j + m]),
+                    lift=_finite(lift(diff_l[j + m], control_mean)),
+                    p_value=_finite(p_l[j + m]),
+                    p_value_adjusted=_finite(adjusted[m]),
+                    sequential_p_value=p_seq,
+                    significant=p_seq < item.alpha,
+                    state=state,
+                )
+            )
+        j += k - 1
+        reports.append(
+            MetricReport(
+                alpha=item.alpha,
+                arms=tuple(arms),
+                comparisons=tuple(comparisons),
+                srm=srm[i],
+                sequential_states=tuple(new_states),
+                seed=best.seed,
+                draws=best.draws,
+            )
+        )
+    return reports
 
 
 def guardrail(
@@ -400,86 +660,117 @@ def guardrail(
     p-value drops below α. With no tolerance any significant degradation is a breach. For a
     binary guardrail ``count`` is the exposures.
     """
-    if not 0.0 < alpha < 1.0:
-        raise StatsInputError(f"alpha must be strictly between 0 and 1, got {alpha!r}.")
-    if max_degradation is not None and max_relative_degradation is not None:
-        raise StatsInputError("give max_degradation or max_relative_degradation, not both.")
-    for name, tol in (
-        ("max_degradation", max_degradation),
-        ("max_relative_degradation", max_relative_degradation),
-    ):
-        if tol is not None and (not math.isfinite(tol) or tol < 0.0):
-            raise StatsInputError(f"{name} must be a non-negative finite number, got {tol!r}.")
-    count_a = _as_array("count", count, None)
-    k = count_a.size
-    _check_control(control, k)
-    sums_a = _as_array("sums", sums, k)
-    sums_sq_a = _as_array("sums_sq", sums_sq, k)
-    states = _states(sequential_states, k)
-    t = _totals(metric_type, count_a, count_a, sums_a, sums_sq_a)
-    c = control
-    others = [i for i in range(k) if i != c]
-    idx = np.asarray(others, dtype=np.intp)
-    all_terms = sequential.degradation_terms(
-        metric_type,
-        direction,
-        t.n[idx],
-        sums_a[idx],
-        sums_sq_a[idx],
-        t.n[c],
-        sums_a[c],
-        sums_sq_a[c],
+    item = GuardrailInput(
+        metric_type=metric_type,
+        direction=direction,
+        alpha=alpha,
+        control=control,
+        count=count,
+        sums=sums,
+        sums_sq=sums_sq,
+        sequential_states=sequential_states,
         max_degradation=max_degradation,
         max_relative_degradation=max_relative_degradation,
     )
-    estimates = np.broadcast_to(all_terms.estimate, idx.shape).tolist()
-    var_arm = np.broadcast_to(all_terms.var_arm, idx.shape).tolist()
-    var_control = np.broadcast_to(all_terms.var_control, idx.shape).tolist()
-    n_c = round(t.n[c])
-    partial: list[tuple[int, float | None, float | None, float | None, int]] = []
-    for j, i in enumerate(others):
-        m_i, m_c = t.mean[i], t.mean[c]
-        n_i = round(t.n[i])
-        diff = None if m_i is None or m_c is None else m_i - m_c
-        harm = _finite(float(estimates[j]))
-        v_i, w_c = _finite(float(var_arm[j])), _finite(float(var_control[j]))
-        var = None if v_i is None or w_c is None else v_i + w_c
-        p_value: float | None = None
-        if harm is not None and v_i is not None and w_c is not None and var is not None:
-            if var > 0.0:
-                z = harm / math.sqrt(var)
-                if metric_type == "continuous":
-                    df = welch_satterthwaite_df(v_i, n_i, w_c, n_c)
-                    p_value = min(1.0, max(0.0, float(special.stdtr(df, -z))))
-                else:
-                    p_value = min(1.0, max(0.0, float(special.ndtr(-z))))
-            else:
-                p_value = 0.0 if harm > 0.0 else 1.0
-        partial.append((i, diff, p_value, harm, n_i))
-    looks = sequential.update_many(
-        [states[i] for i in others],
-        estimates=[harm for _, _, _, harm, _ in partial],
-        variances=[
-            None if v_i is None or w_c is None else v_i + w_c
-            for v_i, w_c in (
-                (_finite(a), _finite(b)) for a, b in zip(var_arm, var_control, strict=True)
-            )
-        ],
-        n_arm=[n_i for *_, n_i in partial],
-        n_control=n_c,
-        one_sided=True,
+    (checks,) = guardrail_many([item])
+    if isinstance(checks, StatsInputError):
+        raise checks
+    return checks
+
+
+def guardrail_many(
+    inputs: Sequence[GuardrailInput],
+) -> list[tuple[GuardrailCheck, ...] | StatsInputError]:
+    """:func:`guardrail` for many experiments (or metrics) at once, vectorised across all
+    their arms: each result is the same as :func:`guardrail` gives for that input alone, or the
+    StatsInputError it would raise."""
+    out: list[tuple[GuardrailCheck, ...] | StatsInputError | None] = [None] * len(inputs)
+    checked: list[tuple[int, _Checked]] = []
+    for i, item in enumerate(inputs):
+        try:
+            checked.append((i, _check_guardrail(item)))
+        except StatsInputError as exc:
+            out[i] = exc
+    for metric_type in ("binary", "continuous"):
+        members = [(i, c) for i, c in checked if c.metric_type == metric_type]
+        if members:
+            results = _guardrail_group(metric_type, [c for _, c in members])
+            for (i, _), result in zip(members, results, strict=True):
+                out[i] = result
+    return _filled(out)
+
+
+def _guardrail_group(
+    metric_type: MetricType, items: list[_Checked]
+) -> list[tuple[GuardrailCheck, ...]]:
+    """guardrail_many for items of one metric type."""
+    f = _flatten(metric_type, items)
+    a, c = f.arm, f.control
+    per = f.item
+    terms = sequential.degradation_terms(
+        metric_type,
+        [items[i].direction for i in per.tolist()],
+        f.n[a],
+        f.sums[a],
+        f.sums_sq[a],
+        f.n[c],
+        f.sums[c],
+        f.sums_sq[c],
+        max_degradation=np.asarray(
+            [np.nan if it.max_degradation is None else it.max_degradation for it in items]
+        )[per],
+        max_relative_degradation=np.asarray(
+            [
+                np.nan if it.max_relative_degradation is None else it.max_relative_degradation
+                for it in items
+            ]
+        )[per],
     )
-    out: list[GuardrailCheck] = []
-    for (i, diff, p_value, _, _), (state, p_seq) in zip(partial, looks, strict=True):
-        out.append(
-            GuardrailCheck(
-                arm=i,
-                control=c,
-                diff=_finite(diff),
-                p_value=_finite(p_value),
-                sequential_p_value=p_seq,
-                breached=p_seq < alpha,
-                state=state,
+    finite = np.isfinite
+    harm = np.where(finite(terms.estimate), terms.estimate, np.nan)
+    v_arm = np.where(finite(terms.var_arm), terms.var_arm, np.nan)
+    v_control = np.where(finite(terms.var_control), terms.var_control, np.nan)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        var = v_arm + v_control
+        z = harm / np.sqrt(var)
+        if metric_type == "continuous":
+            df = welch_satterthwaite_dfs(v_arm, f.rounded[a], v_control, f.rounded[c])
+            tail = special.stdtr(df, -z)
+        else:
+            tail = special.ndtr(-z)
+        p_value = np.where(var > 0.0, clip01(tail), np.where(harm > 0.0, 0.0, 1.0))
+        p_value = np.where(np.isnan(harm) | np.isnan(v_arm) | np.isnan(v_control), np.nan, p_value)
+        diff = f.mean[a] - f.mean[c]
+    previous = sequential.previous_p_values(
+        [s for item in items for j, s in enumerate(item.states) if j != item.control]
+    )
+    seq_p = sequential.update_flat(
+        previous,
+        estimates=harm,
+        variances=var,
+        n_arm=f.rounded[a],
+        n_control=f.rounded[c],
+        one_sided=True,
+    ).tolist()
+    diff_l, p_l = _optional(diff), _optional(p_value)
+    out: list[tuple[GuardrailCheck, ...]] = []
+    j = 0
+    for item, k in zip(items, f.arms, strict=True):
+        control = item.control
+        checks: list[GuardrailCheck] = []
+        for m, r in enumerate(r for r in range(k) if r != control):
+            p_seq = seq_p[j + m]
+            checks.append(
+                GuardrailCheck(
+                    arm=r,
+                    control=control,
+                    diff=_finite(diff_l[j + m]),
+                    p_value=_finite(p_l[j + m]),
+                    sequential_p_value=p_seq,
+                    breached=p_seq < item.alpha,
+                    state=SequentialState(p_seq),
+                )
             )
-        )
-    return tuple(out)
+        j += k - 1
+        out.append(tuple(checks))
+    return out

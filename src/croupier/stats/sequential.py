@@ -34,6 +34,7 @@ Only the running minimum of the p-value needs to be stored between looks
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,6 +186,45 @@ def update_many(
     return out
 
 
+def previous_p_values(states: list[SequentialState | None]) -> FloatArray:
+    """The stored p-values as :func:`update` reads them: clipped to [0, 1], 1.0 at the start
+    (a None state) and in place of a non-finite value."""
+    out: list[float] = []
+    for state in states:
+        stored = (state or INITIAL_STATE).p_value
+        out.append(min(1.0, max(0.0, stored)) if math.isfinite(stored) else 1.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def update_flat(
+    previous: FloatArray,
+    *,
+    estimates: FloatArray,
+    variances: FloatArray,
+    n_arm: FloatArray,
+    n_control: FloatArray,
+    one_sided: bool = False,
+) -> FloatArray:
+    """:func:`update` for many comparisons at once (vectorised; the same results).
+
+    ``previous`` are the stored p-values (:func:`previous_p_values`); a comparison whose
+    estimate or variance is not finite (undefined) keeps its previous p-value.
+    """
+    defined = np.isfinite(estimates) & np.isfinite(variances)
+    out = previous.copy()
+    if np.any(defined):
+        prev = previous[defined]
+        look = mixture_p_values(
+            estimates[defined],
+            variances[defined],
+            n_arm[defined],
+            n_control[defined],
+            one_sided=one_sided,
+        )
+        out[defined] = np.where(np.isfinite(look) & (look < prev), look, prev)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ComparisonTerms:
     """Estimate and variance components of one arm-vs-control contrast (vectorised).
@@ -247,7 +287,7 @@ def difference_terms(
 
 def degradation_terms(
     metric_type: str,
-    direction: str,
+    direction: str | Sequence[str],
     n_arm: npt.ArrayLike,
     sum_arm: npt.ArrayLike,
     sum_sq_arm: npt.ArrayLike,
@@ -255,8 +295,8 @@ def degradation_terms(
     sum_control: npt.ArrayLike,
     sum_sq_control: npt.ArrayLike,
     *,
-    max_degradation: float | None = None,
-    max_relative_degradation: float | None = None,
+    max_degradation: npt.ArrayLike | None = None,
+    max_relative_degradation: npt.ArrayLike | None = None,
 ) -> ComparisonTerms:
     """Terms of the one-sided guardrail test: the excess harm h beyond the tolerance.
 
@@ -266,6 +306,10 @@ def degradation_terms(
     control's variance is scaled by the squared coefficient. A guardrail is breached when
     H0: h ≤ 0 is rejected. Binary variances use the Agresti–Caffo adjusted proportion (one
     success and one failure added) so all-0 or all-1 arms still carry a positive variance.
+
+    Vectorised over comparisons: ``direction`` may also give one direction per comparison and
+    the tolerances one value per comparison (NaN: no such tolerance; a relative tolerance
+    wins over an absolute one, as only one of them is ever set).
     """
     binary = metric_type == "binary"
     na, ma, va = _mean_var(n_arm, sum_arm, sum_sq_arm, binary=binary)
@@ -277,12 +321,25 @@ def degradation_terms(
         var_c = np.where(nc > 0, pc * (1.0 - pc) / (nc + 2.0), np.nan)
     else:
         var_a, var_c = safe_divide(va, na), safe_divide(vc, nc)
-    sign = 1.0 if direction == "maximize" else -1.0
-    if max_relative_degradation is not None:
-        r = max_relative_degradation * np.where(mc < 0.0, -1.0, 1.0)
-        coef = 1.0 - sign * r
-        harm = sign * (coef * mc - ma)
+    if isinstance(direction, str):
+        sign: float | FloatArray = 1.0 if direction == "maximize" else -1.0
     else:
+        sign = np.where(np.asarray(direction) == "maximize", 1.0, -1.0)
+    relative = np.asarray(
+        np.nan if max_relative_degradation is None else max_relative_degradation,
+        dtype=np.float64,
+    )
+    absolute = np.asarray(0.0 if max_degradation is None else max_degradation, dtype=np.float64)
+    is_relative = ~np.isnan(relative)
+    if not np.any(is_relative):
         coef = np.ones_like(mc)
-        harm = sign * (mc - ma) - (max_degradation or 0.0)
+        harm = sign * (mc - ma) - np.where(np.isnan(absolute), 0.0, absolute)
+        return ComparisonTerms(harm, var_a, coef * coef * var_c)
+    r = relative * np.where(mc < 0.0, -1.0, 1.0)
+    coef = np.where(is_relative, 1.0 - sign * r, 1.0)
+    harm = np.where(
+        is_relative,
+        sign * (coef * mc - ma),
+        sign * (mc - ma) - np.where(np.isnan(absolute), 0.0, absolute),
+    )
     return ComparisonTerms(harm, var_a, coef * coef * var_c)

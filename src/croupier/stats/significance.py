@@ -13,7 +13,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import special
+
+from croupier.stats.sufficient import FloatArray
 
 Interval = tuple[float, float]
 
@@ -156,3 +159,123 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * filled[i]))
         adjusted[i] = running
     return [None if p is None else adj for p, adj in zip(p_values, adjusted, strict=True)]
+
+
+# Vectorised forms of the functions above, for many arms or comparisons at once (one
+# experiment's or many experiments'). Each gives the same numbers as its scalar counterpart
+# (the same operations in the same order) and NaN where that one returns None.
+
+
+def clip01(x: FloatArray) -> FloatArray:
+    """min(1, max(0, x)) elementwise, as the scalar functions clip (NaN becomes 0)."""
+    return np.asarray(np.where(x > 0.0, np.minimum(x, 1.0), 0.0), dtype=np.float64)
+
+
+def z_values(alpha: Sequence[float]) -> FloatArray:
+    """The two-sided critical values z_{1-α/2} of each α."""
+    return np.asarray([_z(a) for a in alpha], dtype=np.float64)
+
+
+def wilson_intervals(
+    successes: FloatArray, n: FloatArray, z: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`wilson_interval` of many proportions (critical values `z`): (lo, hi), NaN where
+    n ≤ 0."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z2 = z * z
+        p = clip01(successes / n)
+        denom = 1.0 + z2 / n
+        centre = (p + z2 / (2.0 * n)) / denom
+        half = z * np.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
+        lo, hi = clip01(centre - half), clip01(centre + half)
+    undefined = ~(n > 0)
+    return np.where(undefined, np.nan, lo), np.where(undefined, np.nan, hi)
+
+
+def t_half_widths(std: FloatArray, n: FloatArray, alpha: FloatArray) -> FloatArray:
+    """Half-widths t(1 − α/2, n − 1)·std/√n of :func:`t_interval`; NaN where n < 2."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        half = -special.stdtrit(n - 1.0, alpha / 2.0) * std / np.sqrt(n)
+    return np.where(n >= 2, half, np.nan)
+
+
+def two_proportion_tests(
+    x_arm: FloatArray,
+    n_arm: FloatArray,
+    x_control: FloatArray,
+    n_control: FloatArray,
+    z: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`two_proportion_test` of many comparisons (critical values `z`):
+    (diff_ci lo, diff_ci hi, p-value), NaN where either arm has no exposures."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        p_a = clip01(x_arm / n_arm)
+        p_c = clip01(x_control / n_control)
+        diff = p_a - p_c
+        pooled = clip01((x_arm + x_control) / (n_arm + n_control))
+        se0 = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_arm + 1.0 / n_control))
+        p_value = np.where(se0 > 0.0, clip01(2.0 * special.ndtr(-np.abs(diff) / se0)), 1.0)
+        se1 = np.sqrt(p_a * (1.0 - p_a) / n_arm + p_c * (1.0 - p_c) / n_control)
+        half = z * se1
+    undefined = ~((n_arm > 0) & (n_control > 0))
+    return (
+        np.where(undefined, np.nan, diff - half),
+        np.where(undefined, np.nan, diff + half),
+        np.where(undefined, np.nan, p_value),
+    )
+
+
+def welch_tests(
+    mean_arm: FloatArray,
+    std_arm: FloatArray,
+    n_arm: FloatArray,
+    mean_control: FloatArray,
+    std_control: FloatArray,
+    n_control: FloatArray,
+    alpha: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`welch_test` of many comparisons: (diff_ci lo, diff_ci hi, p-value), NaN where
+    either arm has fewer than two observations or a NaN (undefined) mean or std."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        diff = mean_arm - mean_control
+        v_a = std_arm * std_arm / n_arm
+        v_c = std_control * std_control / n_control
+        var = v_a + v_c
+        df = welch_satterthwaite_dfs(v_a, n_arm, v_c, n_control)
+        se = np.sqrt(var)
+        p_value = clip01(2.0 * special.stdtr(df, -np.abs(diff) / se))
+        half = -special.stdtrit(df, alpha / 2.0) * se
+    degenerate = ~(var > 0.0)
+    lo = np.where(degenerate, diff, diff - half)
+    hi = np.where(degenerate, diff, diff + half)
+    p_value = np.where(degenerate, np.where(diff == 0.0, 1.0, 0.0), p_value)
+    undefined = ~(
+        (n_arm >= 2)
+        & (n_control >= 2)
+        & ~np.isnan(mean_arm)
+        & ~np.isnan(std_arm)
+        & ~np.isnan(mean_control)
+        & ~np.isnan(std_control)
+    )
+    return (
+        np.where(undefined, np.nan, lo),
+        np.where(undefined, np.nan, hi),
+        np.where(undefined, np.nan, p_value),
+    )
+
+
+def welch_satterthwaite_dfs(
+    var_a: FloatArray, n_a: FloatArray, var_c: FloatArray, n_c: FloatArray
+) -> FloatArray:
+    """:func:`welch_satterthwaite_df` of many contrasts."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        total = var_a + var_c
+        share_a, share_c = var_a / total, var_c / total
+        return np.asarray(
+            1.0
+            / (
+                share_a * share_a / np.maximum(n_a - 1.0, 1.0)
+                + share_c * share_c / np.maximum(n_c - 1.0, 1.0)
+            ),
+            dtype=np.float64,
+        )

@@ -7,12 +7,16 @@ the assignment or the exposure logging is broken and no other statistic should b
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import special
+
+from croupier.stats.sufficient import FloatArray
 
 SRM_THRESHOLD = 0.001
 
@@ -59,3 +63,51 @@ def srm_test(
         return SrmResult(p_value=0.0, flag=True)
     p_value = min(1.0, max(0.0, float(special.chdtrc(observed.size - 1, statistic))))
     return SrmResult(p_value=p_value, flag=p_value < threshold)
+
+
+def srm_many(
+    exposures: FloatArray,
+    expected_exposures: FloatArray,
+    arms: Sequence[int],
+    *,
+    threshold: float = SRM_THRESHOLD,
+) -> list[SrmResult]:
+    """:func:`srm_test` for many experiments at once (the same results).
+
+    ``exposures`` and ``expected_exposures`` hold the experiments' arms one after the other;
+    ``arms`` gives each experiment's number of arms.
+    """
+    observed = np.asarray(exposures, dtype=np.float64)
+    expected = np.asarray(expected_exposures, dtype=np.float64)
+    bounds = np.concatenate([[0], np.cumsum(arms, dtype=np.intp)]).tolist()
+    spans = list(itertools.pairwise(bounds))
+    keep = expected > 0.0
+    # per experiment: the sums as srm_test takes them (np.sum of each slice, so the same bits)
+    totals = [float(observed[a:b].sum()) for a, b in spans]
+    expected_totals = [float(expected[a:b].sum()) for a, b in spans]
+    ratios = [
+        t / e if t > 0.0 and e > 0.0 else 0.0 for t, e in zip(totals, expected_totals, strict=True)
+    ]
+    scale = np.repeat(ratios, arms)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        kept_expected = expected[keep] * scale[keep]
+        terms = (observed[keep] - kept_expected) ** 2 / kept_expected
+    kept = np.concatenate([[0], np.cumsum(keep, dtype=np.intp)])[bounds].tolist()
+    unexpected = ((expected <= 0.0) & (observed > 0.0)).tolist()
+    out: list[SrmResult] = []
+    for i, (a, b) in enumerate(spans):
+        if totals[i] <= 0.0 or expected_totals[i] <= 0.0:
+            out.append(SrmResult(p_value=None, flag=False))
+        elif any(unexpected[a:b]):
+            out.append(SrmResult(p_value=0.0, flag=True))
+        elif kept[i + 1] - kept[i] < 2:
+            out.append(SrmResult(p_value=None, flag=False))
+        else:
+            statistic = float(terms[kept[i] : kept[i + 1]].sum())
+            if not math.isfinite(statistic):
+                out.append(SrmResult(p_value=0.0, flag=True))
+                continue
+            df = kept[i + 1] - kept[i] - 1
+            p_value = min(1.0, max(0.0, float(special.chdtrc(df, statistic))))
+            out.append(SrmResult(p_value=p_value, flag=p_value < threshold))
+    return out
