@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from croupier.admin.schemas import ExperimentCreate
 from croupier.optimizer.alerts import AlertSender
 from croupier.optimizer.loop import Optimizer
-from croupier.optimizer.publish import Change, apply_change
+from croupier.optimizer.publish import Change, apply_change, apply_changes
 from croupier.runtime import Runtime
 from croupier.settings import Settings
 from tests.integration.helpers import experiment_body
@@ -284,6 +285,124 @@ async def test_admin_change_wins_a_race(harness: Harness) -> None:
     assert await apply_change(rt.pool, rt.redis, rt.redis_keys, change, local=rt.cache)
     assert (await harness.get("t"))["weights"] == {"arm0": 0.2, "arm1": 0.8}
     assert rt.cache.policies["t"].weights == (0.2, 0.8)
+
+
+def _changes(ids: dict[str, int], allocs: dict[str, int], suffix: str) -> list[Change]:
+    """One change of every kind (and a stale one) for the experiments named `<kind><suffix>`."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def c(name: str, kind: Any, weights: list[float], **more: Any) -> Change:
+        key = name + suffix
+        return Change(experiment_id=ids[key], key=key, kind=kind,
+                      based_on_allocation_id=allocs[key], weights=weights,
+                      reason=f"{kind} for the test", **more)
+
+    stale = c("stale", "reallocate", [0.3, 0.7])
+    return [
+        c("realloc", "reallocate", [0.123456789, 0.876543211],
+          details={"seed": 0, "raw": [0.1, 0.9], "target": [0.12, 0.88]}),
+        c("stop", "stop", [0.0, 1.0], status="completed", winner_index=1,
+          details={"winner": "arm1", "promoted": True}),
+        c("stage", "stage", [0.95, 0.05], stage=(1, now, 1234),
+          details={"stage": 1, "share": 0.05}),
+        c("arms", "rollback_arms", [0.6, 0.4, 0.0], disabled_arms=[2],
+          details={"arms": ["arm2"]}),
+        c("back", "rollback", [1.0, 0.0], status="rolled_back", disabled_arms=[1],
+          details={"arms": ["arm1"]}),
+        Change(**{**{f: getattr(stale, f) for f in stale.__dataclass_fields__},
+                  "based_on_allocation_id": stale.based_on_allocation_id - 1}),
+    ]
+
+
+async def _written(harness: Harness, suffix: str) -> list[Any]:
+    """What the changes left in PostgreSQL, Redis and the snapshot, per experiment (keys without
+    `suffix`; no ids, times or versions, only whether the version moved)."""
+    rt = harness.runtime
+    out = []
+    for name in ("realloc", "stop", "stage", "arms", "back", "stale"):
+        key = name + suffix
+        row = await harness.db.fetchrow(
+            "SELECT id, status, winner_index, stage_index, stage_exposures_base, disabled_arms, "
+            "status_reason, version FROM experiments WHERE key = $1", key,
+        )
+        allocations = await harness.db.fetch(
+            "SELECT weights, reason FROM allocations WHERE experiment_id = $1 ORDER BY id",
+            row["id"],
+        )
+        audit = [(a["actor"], a["action"], a["details"]) for a in await harness.audit(key)]
+        cached = msgspec.json.decode(await rt.redis.get(rt.redis_keys.policy(key)))
+        policy = rt.cache.policies[key]
+        out.append((
+            name, row["status"], row["winner_index"], row["stage_index"],
+            row["stage_exposures_base"], row["disabled_arms"], row["status_reason"],
+            [(list(a["weights"]), a["reason"]) for a in allocations], audit,
+            cached["weights"], cached["version"] == row["version"],
+            policy.version == row["version"], list(policy.weights),
+        ))
+    return out
+
+
+async def test_a_batch_writes_what_one_change_at_a_time_writes(harness: Harness) -> None:
+    """apply_changes writes, publishes and drops exactly what apply_change does, change by
+    change: allocation rows, status, winner, stage, disabled arms, audit entries, the version
+    bump, the Redis snapshot and this process's snapshot."""
+    rt = harness.runtime
+    outcomes: dict[str, list[Any]] = {}
+    for suffix in ("-one", "-many"):
+        ids: dict[str, int] = {}
+        for name, policy, arms in (("realloc", "thompson", 2), ("stop", "thompson", 2),
+                                   ("stage", "rollout", 2), ("arms", "fixed", 3),
+                                   ("back", "fixed", 2), ("stale", "thompson", 2)):
+            ids[name + suffix] = await harness.create(
+                experiment_body(key=name + suffix, policy=policy, arms=arms)
+            )
+        allocs = {
+            key: await harness.db.fetchval(
+                "SELECT max(id) FROM allocations WHERE experiment_id = $1", eid
+            )
+            for key, eid in ids.items()
+        }
+        changes = _changes(ids, allocs, suffix)
+        if suffix == "-one":
+            outcomes[suffix] = [
+                await apply_change(rt.pool, rt.redis, rt.redis_keys, ch, local=rt.cache)
+                for ch in changes
+            ]
+        else:
+            outcomes[suffix] = await apply_changes(
+                rt.pool, rt.redis, rt.redis_keys, changes, local=rt.cache
+            )
+    assert outcomes["-one"] == outcomes["-many"] == [True] * 5 + [False]
+    one, many = await _written(harness, "-one"), await _written(harness, "-many")
+    assert one == many
+    assert [w[-1] for w in many][:3] == [[0.123456789, 0.876543211], [0.0, 1.0], [0.95, 0.05]]
+
+
+async def test_a_batch_whose_transaction_fails_is_applied_one_change_at_a_time(
+    harness: Harness,
+) -> None:
+    """When a batch's transaction fails nothing of it stays written, and its changes are then
+    applied one at a time: the bad one fails alone, the others are written and published."""
+    rt = harness.runtime
+    ids = [await harness.create(experiment_body(key=f"e{i}", policy="fixed", arms=2))
+           for i in range(3)]
+    changes = []
+    for i, eid in enumerate(ids):
+        alloc = await harness.db.fetchval(
+            "SELECT max(id) FROM allocations WHERE experiment_id = $1", eid
+        )
+        changes.append(Change(
+            experiment_id=eid, key=f"e{i}", kind="rollback_arms", based_on_allocation_id=alloc,
+            weights=[1.0, 0.0], reason="test",
+            disabled_arms=[1] if i != 1 else [70_000],  # not a smallint: its statement fails
+        ))
+    outcomes = await apply_changes(rt.pool, rt.redis, rt.redis_keys, changes, local=rt.cache)
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], Exception)
+    assert (await harness.get("e0"))["weights"] == {"arm0": 1.0, "arm1": 0.0}
+    assert (await harness.get("e1"))["weights"] == {"arm0": 0.5, "arm1": 0.5}
+    assert rt.cache.policies["e2"].weights == (1.0, 0.0)
+    assert len(await harness.audit("e1")) == len(await harness.audit("e0")) - 1
 
 
 async def test_one_failing_experiment_is_skipped(

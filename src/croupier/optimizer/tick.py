@@ -43,7 +43,7 @@ from croupier.optimizer.evaluate import (
     compute_many,
     persist_many,
 )
-from croupier.optimizer.publish import Change, apply_change
+from croupier.optimizer.publish import Change, apply_changes
 from croupier.optimizer.recommend import recommend
 from croupier.optimizer.rollout import stage_change
 from croupier.settings import Settings
@@ -454,7 +454,8 @@ async def run_cycle(
     3. the new sequential p-values, merged in one statement;
     4. recommendation and plan for every experiment (so the duration rules act on unchanged
        experiments too);
-    5. the changes, applied concurrently (one transaction each, then published).
+    5. the changes, written in batches (one transaction of a few statements each, then one
+       Redis pipeline).
     """
     clock = time.perf_counter()
     phases: dict[str, float] = {}
@@ -503,33 +504,40 @@ async def run_cycle(
             )
         elif w.evaluation is not None:
             _alert_srm(ctx, w.exp, w.evaluation, now)
-    slots = asyncio.Semaphore(_apply_concurrency(ctx.pool))
-
-    async def apply(w: _Work) -> TickResult | None:
+    changing = [w for w in work if w.error is None and w.change is not None]
+    outcomes = await apply_changes(
+        ctx.pool,
+        ctx.redis,
+        ctx.redis_keys,
+        [w.change for w in changing if w.change is not None],
+        local=ctx.cache,
+        should_stop=should_stop,
+    )
+    outcome_of = {w.raw.experiment_id: o for w, o in zip(changing, outcomes, strict=True)}
+    results: list[TickResult] = []
+    for w in work:
+        if w.error is not None:
+            continue
         assert w.evaluation is not None
         if w.change is None:
-            return TickResult(w.exp.key, None, False, w.evaluation.recommendation.reason)
-        async with slots:
-            if should_stop():
-                return None
-            try:
-                return await _apply(ctx, w.exp, w.change, now)
-            except Exception as exc:
-                w.error = exc
-                logger.exception("optimizer change failed key=%s; skipped this cycle", w.exp.key)
-                return None
-
-    done = await asyncio.gather(*(apply(w) for w in work if w.error is None))
-    results = [r for r in done if r is not None]
+            results.append(TickResult(w.exp.key, None, False, w.evaluation.recommendation.reason))
+            continue
+        outcome = outcome_of[w.raw.experiment_id]
+        if outcome is None:  # stopping: not tried
+            continue
+        if isinstance(outcome, BaseException):
+            w.error = outcome
+            logger.error(
+                "optimizer change failed key=%s; skipped this cycle",
+                w.exp.key,
+                exc_info=(type(outcome), outcome, outcome.__traceback__),
+            )
+            continue
+        results.append(_applied(ctx, w.exp, w.change, outcome, now))
     lap("apply_s")
     phases["evaluated"] = len(fresh)
     ctx.last_phases = phases
     return len(raws), results, sum(1 for w in work if w.error is not None)
-
-
-def _apply_concurrency(pool: asyncpg.Pool) -> int:
-    """Changes written at once: most of the pool, leaving a connection for everyone else."""
-    return max(1, min(8, pool.get_max_size() - 1))
 
 
 def _alert_srm(ctx: TickContext, exp: RunningExperiment, ev: Evaluation, now: datetime) -> None:
@@ -550,11 +558,10 @@ def _alert_srm(ctx: TickContext, exp: RunningExperiment, ev: Evaluation, now: da
             )
 
 
-async def _apply(
-    ctx: TickContext, exp: RunningExperiment, change: Change, now: datetime
+def _applied(
+    ctx: TickContext, exp: RunningExperiment, change: Change, applied: bool, now: datetime
 ) -> TickResult:
-    """Write one planned change and send its alert."""
-    applied = await apply_change(ctx.pool, ctx.redis, ctx.redis_keys, change, local=ctx.cache)
+    """The result of one written (or dropped) change; a written one is logged and alerted."""
     if applied:
         logger.info("optimizer %s key=%s reason=%s", change.kind, exp.key, change.reason)
         event = _ALERT_EVENTS.get(change.kind)

@@ -414,3 +414,37 @@ upd AS (
     RETURNING 1
 )
 SELECT (SELECT ok FROM go) AS ok, (SELECT count(*) FROM ins) AS inserted;
+
+-- optimizer: a cycle's changes written in one transaction (the batch forms of the statements
+-- of one change: optimizer_lock_experiment, allocation_insert, experiment_touch, audit_insert)
+
+-- name: optimizer_lock_experiments
+-- optimizer_lock_experiment for every experiment a cycle changes, locked in id order. FOR NO KEY
+-- UPDATE still serialises the optimizer with admin actions (FOR UPDATE, UPDATE, DELETE) but,
+-- unlike FOR UPDATE, not with the foreign-key checks of the decision and reward writers, which
+-- lock many experiments in no particular order and could otherwise deadlock with the batch.
+SELECT e.id, e.status, e.stage_index, e.disabled_arms,
+       (SELECT a.id FROM allocations a WHERE a.experiment_id = e.id ORDER BY a.id DESC LIMIT 1)
+           AS allocation_id
+FROM experiments e WHERE e.id = ANY($1::int[]) ORDER BY e.id FOR NO KEY UPDATE OF e;
+
+-- name: allocation_insert_many
+-- allocation_insert for many experiments: row i gets the weights $2[$3[i]:$4[i]] (one flat
+-- array, 1-based inclusive bounds) and the reason $5[i]; ids are given in row order.
+INSERT INTO allocations (experiment_id, weights, reason)
+SELECT v.experiment_id, ($2::float8[])[v.first:v.last], v.reason
+FROM unnest($1::int[], $3::int[], $4::int[], $5::text[]) WITH ORDINALITY
+     AS v(experiment_id, first, last, reason, i)
+ORDER BY v.i;
+
+-- name: experiment_touch_many
+UPDATE experiments SET version = nextval('change_version'), updated_at = now()
+WHERE id = ANY($1::int[]);
+
+-- name: audit_insert_many
+-- audit_insert for many entries of one actor, in row order.
+INSERT INTO audit_log (actor, experiment_key, action, details)
+SELECT $1, v.experiment_key, v.action, v.details::jsonb
+FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+     AS v(experiment_key, action, details, i)
+ORDER BY v.i;
