@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 from croupier.model import Arm, ExperimentSpec, Metric
 from croupier.optimizer.analysis import KIND_GUARDRAIL, KIND_TWO_SIDED, RawStats
 from croupier.optimizer.evaluate import compute, compute_many
+from croupier.optimizer.recommend import recommend, uses_p_best
+from croupier.optimizer.tick import RunningExperiment, plan
+from croupier.settings import Settings
 from croupier.stats.posterior import best_arm_integrated, best_arm_integrated_many
 from croupier.stats.report import (
     AnalyzeInput,
@@ -39,8 +44,11 @@ from croupier.stats.srm import srm_many, srm_test
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _totals(rng: np.random.Generator, metric_type: str, k: int) -> dict[str, list[float]]:
-    """Per-arm totals of one metric, often degenerate (no data, all 0, all 1, zero variance)."""
+def _totals(
+    rng: np.random.Generator, metric_type: str, k: int, *, point_mass: bool = True
+) -> dict[str, list[float]]:
+    """Per-arm totals of one metric, often degenerate (no data, all 0, all 1, and unless
+    `point_mass` is false zero variance)."""
     scale = int(rng.choice([0, 1, 3, 40, 500, 16_000, 10**6]))
     exposures = (scale + rng.integers(0, 50, k)).astype(float)
     if rng.random() < 0.2:
@@ -60,8 +68,8 @@ def _totals(rng: np.random.Generator, metric_type: str, k: int) -> dict[str, lis
         }
     count = np.floor(exposures * rng.uniform(0.0, 1.0, k))
     mean = rng.normal(300.0, 100.0, k)
-    sd = rng.choice([0.0, 1.0, 50.0], size=k)
-    if rng.random() < 0.2:
+    sd = rng.choice([0.0, 1.0, 50.0] if point_mass else [1.0, 50.0], size=k)
+    if point_mass and rng.random() < 0.2:
         mean[:], sd[:] = 5.0, 0.0
     sums = count * mean
     sums_sq = np.maximum(count - 1.0, 0.0) * sd * sd + count * mean * mean
@@ -263,7 +271,7 @@ def test_srm_many_equals_srm_test() -> None:
     assert got == [srm_test(e, x) for e, x in cases]
 
 
-def _raw(rng: np.random.Generator, i: int) -> RawStats:
+def _raw(rng: np.random.Generator, i: int, *, point_mass: bool = True) -> RawStats:
     k = int(rng.integers(2, 7))
     primary_type = str(rng.choice(["binary", "continuous"]))
     metrics = [
@@ -285,7 +293,7 @@ def _raw(rng: np.random.Generator, i: int) -> RawStats:
     exposures = rng.integers(0, 5000, k).tolist()
     per_metric: dict[str, list[tuple[int, float, float]]] = {}
     for m in metrics:
-        t = _totals(rng, m.type, k)
+        t = _totals(rng, m.type, k, point_mass=point_mass or m.name != "reward")
         if m.type == "binary":
             t["count"] = [float(e) for e in exposures]
             t["sums"] = [min(s, float(e)) for s, e in zip(t["sums"], exposures, strict=True)]
@@ -344,3 +352,77 @@ def test_compute_many_equals_compute_one_at_a_time() -> None:
         set(checks) == {"latency_ms", "error"}
         for _, checks in (g for g in got if not isinstance(g, Exception))
     )
+
+
+def _decisions(raw: RawStats, primary: Any, checks: Any) -> tuple[Any, Any]:
+    """The recommendation and the planned change of one evaluation (at a time past every
+    duration limit, so the limit rules act)."""
+    later = datetime(2027, 1, 1, tzinfo=UTC)
+    rec = recommend(
+        spec=raw.spec, status=raw.status, primary=primary, guardrails=checks,
+        exposures=raw.exposures, stage_index=raw.stage_index,
+        stage_started_at=raw.stage_started_at, started_at=raw.started_at, now=later,
+        stage_exposures=raw.stage_exposures, disabled_arms=raw.disabled_arms,
+    )
+    change = plan(RunningExperiment.from_raw(raw), raw, rec, Settings(),
+                  np.random.default_rng(0), now=later, primary=primary)
+    return rec, change
+
+
+def test_p_best_only_where_used_changes_no_decision() -> None:
+    """With P(best) computed only where the recommendation can read it, experiments that use
+    it get exactly the same statistics, the others the same statistics without P(best) — and
+    every recommendation and planned change is the same as with P(best) everywhere.
+
+    (No primary posterior here is a point mass: integration then falls back to Monte Carlo,
+    and an experiment that skips P(best) takes no seed from the cycle's generator, so the
+    draws of later fallbacks would come from other seeds.)"""
+    rng = np.random.default_rng(7)
+    raws = []
+    for i in range(240):
+        raw = _raw(rng, i, point_mass=False)
+        policy = ("thompson", "fixed", "rollout")[i % 3]
+        limits: dict[str, Any] = {}
+        if i % 4 == 1:
+            limits["max_exposures"] = int(rng.integers(1, 20_000))
+        elif i % 4 == 2:
+            limits["max_duration_s"] = 3600.0
+        arms = raw.spec.arms
+        if policy == "rollout":
+            arms = [Arm(key="a0", control=True), Arm(key="a1")]
+            raw = _raw_with_arms(raw, 2)
+        spec = msgspec.structs.replace(
+            raw.spec, policy=policy, arms=arms, min_exposures_per_arm=50, **limits
+        )
+        raws.append(RawStats(**{**_fields(raw), "spec": spec}))
+    full = compute_many(raws, np.random.default_rng(1), integrate=True)
+    lean = compute_many(raws, np.random.default_rng(1), integrate=True, p_best_where_used=True)
+    used = 0
+    for raw, a, b in zip(raws, full, lean, strict=True):
+        assert not isinstance(a, Exception) and not isinstance(b, Exception)
+        if uses_p_best(raw.spec):
+            used += 1
+            assert a == b
+        else:
+            assert all(arm.p_best is None and arm.expected_loss is None for arm in b[0].arms)
+            assert dataclasses.replace(b[0], arms=a[0].arms, seed=a[0].seed, draws=a[0].draws,
+                                       ) == a[0]
+            assert b[1] == a[1]
+        assert _decisions(raw, *a) == _decisions(raw, *b)
+    assert 0 < used < len(raws)
+
+
+def _fields(raw: RawStats) -> dict[str, Any]:
+    return {f: getattr(raw, f) for f in raw.__dataclass_fields__}
+
+
+def _raw_with_arms(raw: RawStats, k: int) -> RawStats:
+    """The same experiment cut to its first k arms (arm 0 the control)."""
+    return RawStats(**{
+        **_fields(raw),
+        "weights": [1.0 / k] * k,
+        "exposures": raw.exposures[:k],
+        "expected_exposures": raw.expected_exposures[:k],
+        "metrics": {name: per_arm[:k] for name, per_arm in raw.metrics.items()},
+        "sequential": {key: per_arm[:k] for key, per_arm in raw.sequential.items()},
+    })

@@ -42,7 +42,7 @@ from croupier.optimizer.analysis import (
     arm_data,
     read_raw_stats,
 )
-from croupier.optimizer.recommend import Recommendation, recommend
+from croupier.optimizer.recommend import Recommendation, recommend, uses_p_best
 from croupier.stats.report import (
     AnalyzeInput,
     Comparison,
@@ -111,13 +111,21 @@ def compute(
 
 
 def compute_many(
-    raws: Sequence[RawStats], rng: np.random.Generator, *, integrate: bool = False
+    raws: Sequence[RawStats],
+    rng: np.random.Generator,
+    *,
+    integrate: bool = False,
+    p_best_where_used: bool = False,
 ) -> list[tuple[MetricReport, Checks] | Exception]:
     """:func:`compute` for many experiments at once (the optimizer's cycle): the statistics
     are vectorised across all of them (:func:`~croupier.stats.report.analyze_many`,
     :func:`~croupier.stats.report.guardrail_many`) and each result is the same as `compute`
     gives it alone, in this order with this ``rng``. An experiment whose statistics fail gets
-    its exception in its place; the others are not affected."""
+    its exception in its place; the others are not affected.
+
+    ``p_best_where_used``: P(best) and expected loss only for experiments whose recommendation
+    can read them (:func:`~croupier.optimizer.recommend.uses_p_best`); the others' are None.
+    """
     out: list[tuple[MetricReport, Checks] | Exception | None] = [None] * len(raws)
     primary_inputs: list[AnalyzeInput] = []
     primary_of: list[int] = []
@@ -125,7 +133,9 @@ def compute_many(
     guard_of: list[tuple[int, str]] = []
     for i, raw in enumerate(raws):
         try:
-            primary_input, guards = _inputs(raw)
+            primary_input, guards = _inputs(
+                raw, p_best=not p_best_where_used or uses_p_best(raw.spec)
+            )
         except Exception as exc:  # a broken definition or snapshot: this experiment only
             out[i] = exc
             continue
@@ -152,7 +162,9 @@ def compute_many(
     return [r for r in out if r is not None]
 
 
-def _inputs(raw: RawStats) -> tuple[AnalyzeInput, list[tuple[str, GuardrailInput]]]:
+def _inputs(
+    raw: RawStats, *, p_best: bool = True
+) -> tuple[AnalyzeInput, list[tuple[str, GuardrailInput]]]:
     """The statistics' inputs of one experiment: its primary metric and its guardrails."""
     spec = raw.spec
     alpha = 1.0 - spec.confidence_level
@@ -171,6 +183,7 @@ def _inputs(raw: RawStats) -> tuple[AnalyzeInput, list[tuple[str, GuardrailInput
         sums=[t[1] for t in totals],
         sums_sq=[t[2] for t in totals],
         sequential_states=_states(raw, PRIMARY_METRIC, KIND_TWO_SIDED),
+        p_best=p_best,
     )
     guards: list[tuple[str, GuardrailInput]] = []
     for m in guardrail_metrics(raw):

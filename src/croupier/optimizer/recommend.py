@@ -72,6 +72,17 @@ class Recommendation:
     rollback_arms: tuple[str, ...] = ()
 
 
+def uses_p_best(spec: ExperimentSpec) -> bool:
+    """Whether :func:`recommend` (and the optimizer's plan) can read P(best) and expected loss
+    for this experiment: the ``thompson`` rules, and the rule-5 limits of any policy (the
+    winner at ``max_exposures`` / ``max_duration_s``). Elsewhere they only inform people."""
+    return (
+        spec.policy == "thompson"
+        or spec.max_exposures is not None
+        or spec.max_duration_s is not None
+    )
+
+
 def _p(x: float) -> str:
     return f"{x:.3g}"
 

@@ -392,7 +392,9 @@ def _compute_all(work: list[_Work], rng: np.random.Generator) -> None:
     """The statistics of every experiment whose inputs changed, vectorised across all of them
     (CPU; run in a thread). One experiment's failure is logged and skipped."""
     try:
-        results = compute_many([w.raw for w in work], rng, integrate=True)
+        results = compute_many(
+            [w.raw for w in work], rng, integrate=True, p_best_where_used=True
+        )
     except Exception:  # not one experiment's input: find out which, one at a time
         logger.exception("optimizer statistics failed for the batch; computing one at a time")
         for w in work:

@@ -171,7 +171,11 @@ class GuardrailCheck:
 
 @dataclass(frozen=True, slots=True)
 class AnalyzeInput:
-    """The per-experiment arguments of :func:`analyze`, for :func:`analyze_many`."""
+    """The per-experiment arguments of :func:`analyze`, for :func:`analyze_many`.
+
+    ``p_best`` False skips P(best) and expected loss (every arm's are None, seed and draws 0,
+    and no draw is taken from the rng) for a caller that will not read them.
+    """
 
     metric_type: MetricType
     direction: Direction
@@ -183,6 +187,7 @@ class AnalyzeInput:
     sums: npt.ArrayLike
     sums_sq: npt.ArrayLike
     sequential_states: Sequence[SequentialState | None] | None = None
+    p_best: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +221,7 @@ class _Checked:
     states: list[SequentialState]
     exposures: FloatArray | None = None
     expected_exposures: FloatArray | None = None
+    p_best: bool = True
     max_degradation: float | None = None
     max_relative_degradation: float | None = None
 
@@ -293,6 +299,7 @@ def _check_analyze(item: AnalyzeInput) -> _Checked:
         states=states,
         exposures=exp_a,
         expected_exposures=expected_a,
+        p_best=item.p_best,
     )
 
 
@@ -415,12 +422,16 @@ def _best_arms(
     items: list[_Checked], *, rng: np.random.Generator, draws: int, integrate: bool
 ) -> list[BestArm]:
     """P(best) of each item: integrated (batched by metric type, direction and number of arms)
-    where it applies, else drawn, in item order."""
-    found: list[BestArm | None] = [None] * len(items)
+    where it applies, else drawn, in item order; skipped where the item says so."""
+    found: list[BestArm | None] = [
+        None if c.p_best else BestArm(p_best=None, expected_loss=None, seed=0, draws=0)
+        for c in items
+    ]
     if integrate:
         groups: dict[tuple[str, str, int], list[int]] = {}
         for j, c in enumerate(items):
-            groups.setdefault((c.metric_type, c.direction, c.n.size), []).append(j)
+            if c.p_best:
+                groups.setdefault((c.metric_type, c.direction, c.n.size), []).append(j)
         for (metric_type, direction, _), members in groups.items():
             results = best_arm_integrated_many(
                 metric_type,  # type: ignore[arg-type]
