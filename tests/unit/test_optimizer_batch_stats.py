@@ -94,11 +94,15 @@ def _states(rng: np.random.Generator, k: int) -> list[SequentialState | None] | 
 def _analyze_inputs(count: int, seed: int) -> list[AnalyzeInput]:
     rng = np.random.default_rng(seed)
     out = []
-    for _ in range(count):
+    for i in range(count):
         k = int(rng.integers(1, 9))
         metric_type = str(rng.choice(["binary", "continuous"]))
-        t = _totals(rng, metric_type, k)
-        expected = (np.asarray(t["exposures"]) * rng.uniform(0.8, 1.2, k)).tolist()
+        t: dict[str, Any] = _totals(rng, metric_type, k)
+        expected: Any = (np.asarray(t["exposures"]) * rng.uniform(0.8, 1.2, k)).tolist()
+        if i % 7 == 3:  # arrays and tuples as well as lists
+            t = {name: np.asarray(values) for name, values in t.items()}
+        elif i % 7 == 5:
+            t, expected = {name: tuple(values) for name, values in t.items()}, tuple(expected)
         out.append(
             AnalyzeInput(
                 metric_type=metric_type,  # type: ignore[arg-type]
@@ -119,11 +123,21 @@ def _analyze_inputs(count: int, seed: int) -> list[AnalyzeInput]:
 @pytest.mark.parametrize("integrate", [True, False])
 def test_analyze_many_equals_analyze_one_at_a_time(integrate: bool) -> None:
     """analyze_many gives each input exactly what analyze gives it alone, drawing from the rng
-    in the same order (every draw, or with integration only the fallbacks)."""
+    in the same order (every draw, or with integration only the fallbacks); an invalid input
+    gets the error analyze raises for it, and the others are not affected."""
     inputs = _analyze_inputs(300, seed=1)
-    inputs.insert(
-        7, AnalyzeInput("binary", "maximize", 1.5, 0, [1, 1], [1, 1], [1, 1], [0, 0], [0, 0])
-    )
+    bad = [
+        AnalyzeInput("binary", "maximize", 1.5, 0, [1, 1], [1, 1], [1, 1], [0, 0], [0, 0]),
+        AnalyzeInput("binary", "maximize", 0.05, 0, [1, 1], [1, 1], [1, 1], [0, math.nan], [0, 0]),
+        AnalyzeInput("continuous", "maximize", 0.05, 0, [9, 9], [9, 9], [-1, 9], [0, 0], [0, 0]),
+        AnalyzeInput("binary", "maximize", 0.05, 0, [5, 5], [5, 5], [5, 5], [6, 0], [6, 0]),
+        AnalyzeInput("binary", "maximize", 0.05, 0, [5, 5], [5, 5], [5], [0, 0], [0, 0]),
+        AnalyzeInput("binary", "maximize", 0.05, 2, [5, 5], [5, 5], [5, 5], [0, 0], [0, 0]),
+        AnalyzeInput("binary", "maximize", 0.05, 0, [], [], [], [], []),
+        AnalyzeInput("binary", "maximize", 0.05, 0, [5, 5], [5, 5], [5, 5], [0, 0], [0, 0], [None]),
+    ]
+    for j, item in enumerate(bad):
+        inputs.insert(7 + 20 * j, item)
     one_rng, many_rng = np.random.default_rng(5), np.random.default_rng(5)
     expected: list[Any] = []
     for item in inputs:
@@ -149,7 +163,7 @@ def test_analyze_many_equals_analyze_one_at_a_time(integrate: bool) -> None:
             expected.append(str(exc))
     got = analyze_many(inputs, rng=many_rng, draws=500, integrate=integrate)
     assert [str(g) if isinstance(g, StatsInputError) else g for g in got] == expected
-    assert isinstance(got[7], StatsInputError)
+    assert all(isinstance(got[7 + 20 * j], StatsInputError) for j in range(len(bad)))
 
 
 def test_guardrail_many_equals_guardrail_one_at_a_time() -> None:
@@ -176,22 +190,37 @@ def test_guardrail_many_equals_guardrail_one_at_a_time() -> None:
                 max_relative_degradation=0.2 if 0.4 <= tolerance < 0.8 else None,
             )
         )
-    expected = [
-        guardrail(
-            metric_type=i.metric_type,
-            direction=i.direction,
-            alpha=i.alpha,
-            control=i.control,
-            count=i.count,
-            sums=i.sums,
-            sums_sq=i.sums_sq,
-            sequential_states=i.sequential_states,
-            max_degradation=i.max_degradation,
-            max_relative_degradation=i.max_relative_degradation,
-        )
-        for i in inputs
+    bad = [
+        GuardrailInput("binary", "maximize", 0.05, 0, [5, 5], [0, 0], [0, 0], None, 0.1, 0.1),
+        GuardrailInput("binary", "maximize", 0.05, 0, [5, 5], [0, 0], [0, 0], None, -0.1),
+        GuardrailInput("continuous", "minimize", 0.05, 0, [5, 5], [0, math.inf], [0, 0]),
+        GuardrailInput("binary", "maximize", 0.05, 3, [5, 5], [0, 0], [0, 0]),
+        GuardrailInput("binary", "maximize", 0.05, 0, [], [], []),
     ]
-    assert guardrail_many(inputs) == expected
+    for j, item in enumerate(bad):
+        inputs.insert(5 + 30 * j, item)
+    expected: list[Any] = []
+    for i in inputs:
+        try:
+            expected.append(
+                guardrail(
+                    metric_type=i.metric_type,
+                    direction=i.direction,
+                    alpha=i.alpha,
+                    control=i.control,
+                    count=i.count,
+                    sums=i.sums,
+                    sums_sq=i.sums_sq,
+                    sequential_states=i.sequential_states,
+                    max_degradation=i.max_degradation,
+                    max_relative_degradation=i.max_relative_degradation,
+                )
+            )
+        except StatsInputError as exc:
+            expected.append(str(exc))
+    got = guardrail_many(inputs)
+    assert [str(g) if isinstance(g, StatsInputError) else g for g in got] == expected
+    assert all(isinstance(got[5 + 30 * j], StatsInputError) for j in range(len(bad)))
 
 
 def test_integration_of_many_experiments_equals_one_at_a_time() -> None:
@@ -359,13 +388,27 @@ def _decisions(raw: RawStats, primary: Any, checks: Any) -> tuple[Any, Any]:
     duration limit, so the limit rules act)."""
     later = datetime(2027, 1, 1, tzinfo=UTC)
     rec = recommend(
-        spec=raw.spec, status=raw.status, primary=primary, guardrails=checks,
-        exposures=raw.exposures, stage_index=raw.stage_index,
-        stage_started_at=raw.stage_started_at, started_at=raw.started_at, now=later,
-        stage_exposures=raw.stage_exposures, disabled_arms=raw.disabled_arms,
+        spec=raw.spec,
+        status=raw.status,
+        primary=primary,
+        guardrails=checks,
+        exposures=raw.exposures,
+        stage_index=raw.stage_index,
+        stage_started_at=raw.stage_started_at,
+        started_at=raw.started_at,
+        now=later,
+        stage_exposures=raw.stage_exposures,
+        disabled_arms=raw.disabled_arms,
     )
-    change = plan(RunningExperiment.from_raw(raw), raw, rec, Settings(),
-                  np.random.default_rng(0), now=later, primary=primary)
+    change = plan(
+        RunningExperiment.from_raw(raw),
+        raw,
+        rec,
+        Settings(),
+        np.random.default_rng(0),
+        now=later,
+        primary=primary,
+    )
     return rec, change
 
 
@@ -405,8 +448,15 @@ def test_p_best_only_where_used_changes_no_decision() -> None:
             assert a == b
         else:
             assert all(arm.p_best is None and arm.expected_loss is None for arm in b[0].arms)
-            assert dataclasses.replace(b[0], arms=a[0].arms, seed=a[0].seed, draws=a[0].draws,
-                                       ) == a[0]
+            assert (
+                dataclasses.replace(
+                    b[0],
+                    arms=a[0].arms,
+                    seed=a[0].seed,
+                    draws=a[0].draws,
+                )
+                == a[0]
+            )
             assert b[1] == a[1]
         assert _decisions(raw, *a) == _decisions(raw, *b)
     assert 0 < used < len(raws)
@@ -418,11 +468,13 @@ def _fields(raw: RawStats) -> dict[str, Any]:
 
 def _raw_with_arms(raw: RawStats, k: int) -> RawStats:
     """The same experiment cut to its first k arms (arm 0 the control)."""
-    return RawStats(**{
-        **_fields(raw),
-        "weights": [1.0 / k] * k,
-        "exposures": raw.exposures[:k],
-        "expected_exposures": raw.expected_exposures[:k],
-        "metrics": {name: per_arm[:k] for name, per_arm in raw.metrics.items()},
-        "sequential": {key: per_arm[:k] for key, per_arm in raw.sequential.items()},
-    })
+    return RawStats(
+        **{
+            **_fields(raw),
+            "weights": [1.0 / k] * k,
+            "exposures": raw.exposures[:k],
+            "expected_exposures": raw.expected_exposures[:k],
+            "metrics": {name: per_arm[:k] for name, per_arm in raw.metrics.items()},
+            "sequential": {key: per_arm[:k] for key, per_arm in raw.sequential.items()},
+        }
+    )

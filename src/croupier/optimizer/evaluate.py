@@ -85,11 +85,10 @@ def guardrail_metrics(raw: RawStats) -> list[Metric]:
     ]
 
 
-def _states(raw: RawStats, metric: str, kind: str) -> list[SequentialState | None]:
-    stored = raw.sequential.get((metric, kind))
-    if stored is None:
-        return [None] * len(raw.spec.arms)
-    return [None if p is None else SequentialState(p) for p in stored]
+def _stored(raw: RawStats, metric: str, kind: str) -> list[float | None] | None:
+    """The stored p-values (running minima) of one metric's comparisons, per arm (None where
+    nothing is stored), as the statistics' sequential states."""
+    return raw.sequential.get((metric, kind))
 
 
 Checks = dict[str, tuple[GuardrailCheck, ...]]
@@ -182,7 +181,7 @@ def _inputs(
         count=[t[0] for t in totals],
         sums=[t[1] for t in totals],
         sums_sq=[t[2] for t in totals],
-        sequential_states=_states(raw, PRIMARY_METRIC, KIND_TWO_SIDED),
+        sequential_states=_stored(raw, PRIMARY_METRIC, KIND_TWO_SIDED),
         p_best=p_best,
     )
     guards: list[tuple[str, GuardrailInput]] = []
@@ -199,7 +198,7 @@ def _inputs(
                     count=raw.exposures if m.type == "binary" else [t[0] for t in g],
                     sums=[t[1] for t in g],
                     sums_sq=[t[2] for t in g],
-                    sequential_states=_states(raw, m.name, KIND_GUARDRAIL),
+                    sequential_states=_stored(raw, m.name, KIND_GUARDRAIL),
                     max_degradation=m.max_degradation,
                     max_relative_degradation=m.max_relative_degradation,
                 ),

@@ -364,15 +364,21 @@ class _Seen:
 def fingerprint(raw: RawStats, sequential: SequentialStored | None = None) -> tuple[Any, ...]:
     """Everything the statistics (`evaluate.compute`) depend on: equal fingerprints give equal
     statistics, so the cycle reuses them and re-runs only the recommendation and the plan,
-    which also depend on the clock, the allocation in force and the rollout stage."""
+    which also depend on the clock, the allocation in force and the rollout stage.
+
+    One flat tuple: the definition, then the per-arm values in a fixed layout (the definition
+    fixes the number of arms and the metrics; each stored sequential state is its key and one
+    value per arm), so equal tuples mean equal inputs."""
     seq = raw.sequential if sequential is None else sequential
-    return (
-        tuple(raw.exposures),
-        tuple(raw.expected_exposures),
-        tuple(sorted((name, tuple(per_arm)) for name, per_arm in raw.metrics.items())),
-        tuple(sorted((key, tuple(per_arm)) for key, per_arm in seq.items())),
-        raw.spec,
-    )
+    parts: list[Any] = [raw.spec, *raw.exposures, *raw.expected_exposures]
+    for name in sorted(raw.metrics):
+        parts.append(name)
+        for totals in raw.metrics[name]:
+            parts += totals
+    for key in sorted(seq):
+        parts += key
+        parts += seq[key]
+    return tuple(parts)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -173,8 +173,10 @@ class GuardrailCheck:
 class AnalyzeInput:
     """The per-experiment arguments of :func:`analyze`, for :func:`analyze_many`.
 
-    ``p_best`` False skips P(best) and expected loss (every arm's are None, seed and draws 0,
-    and no draw is taken from the rng) for a caller that will not read them.
+    ``sequential_states`` may also hold the stored p-values themselves (a float in place of
+    ``SequentialState(p)``). ``p_best`` False skips P(best) and expected loss (every arm's are
+    None, seed and draws 0, and no draw is taken from the rng) for a caller that will not read
+    them.
     """
 
     metric_type: MetricType
@@ -186,13 +188,14 @@ class AnalyzeInput:
     count: npt.ArrayLike
     sums: npt.ArrayLike
     sums_sq: npt.ArrayLike
-    sequential_states: Sequence[SequentialState | None] | None = None
+    sequential_states: Sequence[SequentialState | float | None] | None = None
     p_best: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class GuardrailInput:
-    """The arguments of :func:`guardrail`, for :func:`guardrail_many`."""
+    """The arguments of :func:`guardrail`, for :func:`guardrail_many` (``sequential_states``
+    as in :class:`AnalyzeInput`)."""
 
     metric_type: MetricType
     direction: Direction
@@ -201,7 +204,7 @@ class GuardrailInput:
     count: npt.ArrayLike
     sums: npt.ArrayLike
     sums_sq: npt.ArrayLike
-    sequential_states: Sequence[SequentialState | None] | None = None
+    sequential_states: Sequence[SequentialState | float | None] | None = None
     max_degradation: float | None = None
     max_relative_degradation: float | None = None
 
@@ -218,7 +221,7 @@ class _Checked:
     n: FloatArray
     sums: FloatArray
     sums_sq: FloatArray
-    states: list[SequentialState]
+    previous: list[float]
     exposures: FloatArray | None = None
     expected_exposures: FloatArray | None = None
     p_best: bool = True
@@ -264,14 +267,21 @@ def _check_control(control: int, k: int) -> None:
         raise StatsInputError(f"control index {control} is out of range for {k} arms.")
 
 
-def _states(states: Sequence[SequentialState | None] | None, k: int) -> list[SequentialState]:
+def _previous(states: Sequence[SequentialState | float | None] | None, k: int) -> list[float]:
+    """The stored p-value of each arm as the sequential update reads it (1.0 at the start)."""
     if states is None:
-        return [sequential.INITIAL_STATE] * k
+        return [1.0] * k
     if len(states) != k:
         raise StatsInputError(
             f"sequential_states has {len(states)} entries but there are {k} arms."
         )
-    return [s or sequential.INITIAL_STATE for s in states]
+    out: list[float] = []
+    for state in states:
+        stored = (
+            1.0 if state is None else state.p_value if isinstance(state, SequentialState) else state
+        )
+        out.append(min(1.0, max(0.0, stored)) if math.isfinite(stored) else 1.0)
+    return out
 
 
 def _check_analyze(item: AnalyzeInput) -> _Checked:
@@ -285,26 +295,37 @@ def _check_analyze(item: AnalyzeInput) -> _Checked:
     count_a = _as_array("count", item.count, k)
     sums_a = _as_array("sums", item.sums, k)
     sums_sq_a = _as_array("sums_sq", item.sums_sq, k)
-    states = _states(item.sequential_states, k)
+    previous = _previous(item.sequential_states, k)
     n = exp_a if item.metric_type == "binary" else count_a
     _check_counts(item.metric_type, n, sums_a)
+    return _analyze_checked(item, exp_a, expected_a, n, sums_a, sums_sq_a, previous)
+
+
+def _analyze_checked(
+    item: AnalyzeInput,
+    exposures: FloatArray,
+    expected: FloatArray,
+    n: FloatArray,
+    sums: FloatArray,
+    sums_sq: FloatArray,
+    previous: list[float],
+) -> _Checked:
     return _Checked(
         metric_type=item.metric_type,
         direction=item.direction,
         alpha=item.alpha,
         control=item.control,
         n=n,
-        sums=sums_a,
-        sums_sq=sums_sq_a,
-        states=states,
-        exposures=exp_a,
-        expected_exposures=expected_a,
+        sums=sums,
+        sums_sq=sums_sq,
+        previous=previous,
+        exposures=exposures,
+        expected_exposures=expected,
         p_best=item.p_best,
     )
 
 
-def _check_guardrail(item: GuardrailInput) -> _Checked:
-    _check_alpha(item.alpha)
+def _check_tolerances(item: GuardrailInput) -> None:
     max_degradation, max_relative = item.max_degradation, item.max_relative_degradation
     if max_degradation is not None and max_relative is not None:
         raise StatsInputError("give max_degradation or max_relative_degradation, not both.")
@@ -314,25 +335,140 @@ def _check_guardrail(item: GuardrailInput) -> _Checked:
     ):
         if tol is not None and (not math.isfinite(tol) or tol < 0.0):
             raise StatsInputError(f"{name} must be a non-negative finite number, got {tol!r}.")
+
+
+def _check_guardrail(item: GuardrailInput) -> _Checked:
+    _check_alpha(item.alpha)
+    _check_tolerances(item)
     count_a = _as_array("count", item.count, None)
     k = count_a.size
     _check_control(item.control, k)
     sums_a = _as_array("sums", item.sums, k)
     sums_sq_a = _as_array("sums_sq", item.sums_sq, k)
-    states = _states(item.sequential_states, k)
+    previous = _previous(item.sequential_states, k)
     _check_counts(item.metric_type, count_a, sums_a)
+    return _guardrail_checked(item, count_a, sums_a, sums_sq_a, previous)
+
+
+def _guardrail_checked(
+    item: GuardrailInput,
+    n: FloatArray,
+    sums: FloatArray,
+    sums_sq: FloatArray,
+    previous: list[float],
+) -> _Checked:
     return _Checked(
         metric_type=item.metric_type,
         direction=item.direction,
         alpha=item.alpha,
         control=item.control,
-        n=count_a,
-        sums=sums_a,
-        sums_sq=sums_sq_a,
-        states=states,
-        max_degradation=max_degradation,
-        max_relative_degradation=max_relative,
+        n=n,
+        sums=sums,
+        sums_sq=sums_sq,
+        previous=previous,
+        max_degradation=item.max_degradation,
+        max_relative_degradation=item.max_relative_degradation,
     )
+
+
+def _check_many(
+    inputs: Sequence[AnalyzeInput | GuardrailInput],
+) -> list[_Checked | StatsInputError]:
+    """Validate many inputs as :func:`_check_analyze` / :func:`_check_guardrail` do, with the
+    same results and messages: the usual shape (plain lists of one length, a control in range)
+    is converted in one go per field and its values checked vectorised; anything else, and any
+    input those checks flag, goes through the one-input check, which names the problem."""
+    out: list[_Checked | StatsInputError | None] = [None] * len(inputs)
+    fast: list[int] = []
+    arms: list[int] = []
+    columns: list[list[Any]] = []
+    for i, item in enumerate(inputs):
+        try:
+            _check_alpha(item.alpha)
+            if isinstance(item, GuardrailInput):
+                _check_tolerances(item)
+        except StatsInputError as exc:
+            out[i] = exc
+            continue
+        fields = _fields(item)
+        k = len(fields[0]) if type(fields[0]) in _PLAIN else 0
+        states = item.sequential_states
+        if (
+            k == 0
+            or not 0 <= item.control < k
+            or (states is not None and len(states) != k)
+            or any(type(f) not in _PLAIN or len(f) != k for f in fields)
+        ):
+            continue  # the one-input check below
+        if not columns:
+            columns = [[] for _ in fields]
+        for column, values in zip(columns, fields, strict=True):
+            column += values
+        fast.append(i)
+        arms.append(k)
+    checked: list[FloatArray] = []
+    if fast:
+        try:
+            checked = [np.array(column, dtype=np.float64) for column in columns]
+            if any(c.ndim != 1 or c.size != sum(arms) for c in checked):
+                checked = []
+        except (TypeError, ValueError):
+            checked = []
+    if checked:
+        item_of_arm = np.repeat(np.arange(len(fast)), arms)
+        bad = ~np.isfinite(checked[0])
+        for values in checked[1:]:
+            bad |= ~np.isfinite(values)
+        first = inputs[fast[0]]
+        if isinstance(first, AnalyzeInput):
+            exposures, _, count, sums, _ = checked
+            binary = np.asarray([inputs[i].metric_type == "binary" for i in fast], dtype=bool)[
+                item_of_arm
+            ]
+            n = np.where(binary, exposures, count)
+        else:
+            n, sums, _ = checked
+            binary = np.asarray([inputs[i].metric_type == "binary" for i in fast], dtype=bool)[
+                item_of_arm
+            ]
+        with np.errstate(invalid="ignore"):
+            bad |= n < 0
+            bad |= binary & ((sums < 0) | (sums > n * (1 + 1e-9) + 1e-9))
+        flagged = np.bincount(item_of_arm, weights=bad, minlength=len(fast)) > 0
+        start = 0
+        for i, k, is_flagged in zip(fast, arms, flagged.tolist(), strict=True):
+            end = start + k
+            if not is_flagged:
+                item = inputs[i]
+                cut = [c[start:end] for c in checked]
+                previous = _previous(item.sequential_states, k)
+                if isinstance(item, AnalyzeInput):
+                    n_i = cut[0] if item.metric_type == "binary" else cut[2]
+                    out[i] = _analyze_checked(item, cut[0], cut[1], n_i, cut[3], cut[4], previous)
+                else:
+                    out[i] = _guardrail_checked(item, cut[0], cut[1], cut[2], previous)
+            start = end
+    for i, item in enumerate(inputs):
+        if out[i] is None:
+            try:
+                out[i] = (
+                    _check_analyze(item)
+                    if isinstance(item, AnalyzeInput)
+                    else _check_guardrail(item)
+                )
+            except StatsInputError as exc:
+                out[i] = exc
+    return _filled(out)
+
+
+_PLAIN = (list, tuple)
+
+
+def _fields(item: AnalyzeInput | GuardrailInput) -> tuple[Any, ...]:
+    """The per-arm fields of an input, in the order the one-input check reads them."""
+    if isinstance(item, AnalyzeInput):
+        return (item.exposures, item.expected_exposures, item.count, item.sums, item.sums_sq)
+    return (item.count, item.sums, item.sums_sq)
 
 
 def analyze(
@@ -394,11 +530,11 @@ def analyze_many(
     """
     out: list[MetricReport | StatsInputError | None] = [None] * len(inputs)
     checked: list[tuple[int, _Checked]] = []
-    for i, item in enumerate(inputs):
-        try:
-            checked.append((i, _check_analyze(item)))
-        except StatsInputError as exc:
-            out[i] = exc
+    for i, result in enumerate(_check_many(inputs)):
+        if isinstance(result, StatsInputError):
+            out[i] = result
+        else:
+            checked.append((i, result))
     bests = _best_arms([c for _, c in checked], rng=rng, draws=draws, integrate=integrate)
     for metric_type in ("binary", "continuous"):
         members = [j for j, (_, c) in enumerate(checked) if c.metric_type == metric_type]
@@ -571,8 +707,9 @@ def _analyze_group(
         metric_type, f.n[a], f.sums[a], f.sums_sq[a], f.n[c], f.sums[c], f.sums_sq[c]
     )
     variance = terms.variance
-    previous = sequential.previous_p_values(
-        [s for item in items for j, s in enumerate(item.states) if j != item.control]
+    previous = np.asarray(
+        [p for item in items for j, p in enumerate(item.previous) if j != item.control],
+        dtype=np.float64,
     )
     seq_p = sequential.update_flat(
         previous,
@@ -697,17 +834,17 @@ def guardrail_many(
     StatsInputError it would raise."""
     out: list[tuple[GuardrailCheck, ...] | StatsInputError | None] = [None] * len(inputs)
     checked: list[tuple[int, _Checked]] = []
-    for i, item in enumerate(inputs):
-        try:
-            checked.append((i, _check_guardrail(item)))
-        except StatsInputError as exc:
-            out[i] = exc
+    for i, result in enumerate(_check_many(inputs)):
+        if isinstance(result, StatsInputError):
+            out[i] = result
+        else:
+            checked.append((i, result))
     for metric_type in ("binary", "continuous"):
         members = [(i, c) for i, c in checked if c.metric_type == metric_type]
         if members:
-            results = _guardrail_group(metric_type, [c for _, c in members])
-            for (i, _), result in zip(members, results, strict=True):
-                out[i] = result
+            groups = _guardrail_group(metric_type, [c for _, c in members])
+            for (i, _), checks in zip(members, groups, strict=True):
+                out[i] = checks
     return _filled(out)
 
 
@@ -752,8 +889,9 @@ def _guardrail_group(
         p_value = np.where(var > 0.0, clip01(tail), np.where(harm > 0.0, 0.0, 1.0))
         p_value = np.where(np.isnan(harm) | np.isnan(v_arm) | np.isnan(v_control), np.nan, p_value)
         diff = f.mean[a] - f.mean[c]
-    previous = sequential.previous_p_values(
-        [s for item in items for j, s in enumerate(item.states) if j != item.control]
+    previous = np.asarray(
+        [p for item in items for j, p in enumerate(item.previous) if j != item.control],
+        dtype=np.float64,
     )
     seq_p = sequential.update_flat(
         previous,
