@@ -149,53 +149,6 @@ def update(
     return SequentialState(p), p
 
 
-def update_many(
-    states: list[SequentialState | None],
-    *,
-    estimates: list[float | None],
-    variances: list[float | None],
-    n_arm: list[int],
-    n_control: int,
-    one_sided: bool = False,
-) -> list[tuple[SequentialState, float]]:
-    """:func:`update` for several comparisons at once (one vectorised look; same results)."""
-    previous: list[float] = []
-    for state in states:
-        stored = (state or INITIAL_STATE).p_value
-        previous.append(min(1.0, max(0.0, stored)) if math.isfinite(stored) else 1.0)
-    defined = [
-        j
-        for j, (e, v) in enumerate(zip(estimates, variances, strict=True))
-        if e is not None and v is not None
-    ]
-    looks: dict[int, float] = {}
-    if defined:
-        p_look = mixture_p_values(
-            np.array([estimates[j] for j in defined], dtype=np.float64),
-            np.array([variances[j] for j in defined], dtype=np.float64),
-            np.array([n_arm[j] for j in defined], dtype=np.float64),
-            n_control,
-            one_sided=one_sided,
-        )
-        looks = dict(zip(defined, p_look.tolist(), strict=True))
-    out: list[tuple[SequentialState, float]] = []
-    for j, prev in enumerate(previous):
-        look = looks.get(j)
-        p = prev if look is None or not math.isfinite(look) else min(prev, look)
-        out.append((SequentialState(p), p))
-    return out
-
-
-def previous_p_values(states: list[SequentialState | None]) -> FloatArray:
-    """The stored p-values as :func:`update` reads them: clipped to [0, 1], 1.0 at the start
-    (a None state) and in place of a non-finite value."""
-    out: list[float] = []
-    for state in states:
-        stored = (state or INITIAL_STATE).p_value
-        out.append(min(1.0, max(0.0, stored)) if math.isfinite(stored) else 1.0)
-    return np.asarray(out, dtype=np.float64)
-
-
 def update_flat(
     previous: FloatArray,
     *,
@@ -207,8 +160,9 @@ def update_flat(
 ) -> FloatArray:
     """:func:`update` for many comparisons at once (vectorised; the same results).
 
-    ``previous`` are the stored p-values (:func:`previous_p_values`); a comparison whose
-    estimate or variance is not finite (undefined) keeps its previous p-value.
+    ``previous`` are the stored p-values as :func:`update` reads them (clipped to [0, 1], 1.0
+    at the start or in place of a non-finite value); a comparison whose estimate or variance
+    is not finite (undefined) keeps its previous p-value.
     """
     defined = np.isfinite(estimates) & np.isfinite(variances)
     out = previous.copy()
