@@ -14,7 +14,9 @@ from typing import Any
 
 from litestar.types import Receive, Scope, Send
 
+from croupier.auth import KeyCache
 from croupier.errors import TooLarge, describe_error, error_bytes
+from croupier.web import authenticate
 
 LeanRoute = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -99,3 +101,32 @@ async def method_not_allowed(send: Send, scope: Scope, allowed: str) -> None:
     method: Any = scope.get("method")
     detail = f"{method} is not allowed on {scope['path']}; use {allowed}."
     await send_json(send, 405, error_bytes(405, detail), [(b"allow", allowed.encode())])
+
+
+def post_route(
+    keys: KeyCache,
+    handle: Callable[[bytes], Awaitable[bytes]],
+    *,
+    status: int,
+    max_body_bytes: int,
+    what: str,
+) -> LeanRoute:
+    """A lean POST route for decide-scope keys: `handle` turns the request body into the
+    JSON answer sent with `status`; whatever it raises becomes the usual error body."""
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":  # type: ignore[typeddict-item]
+            await method_not_allowed(send, scope, "POST")
+            return
+        try:
+            authorization, length = auth_and_length(scope)
+            authenticate(keys, authorization, "decide")
+            answer = await handle(await read_body(receive, length, max_body_bytes, what))
+        except ClientGone:
+            return
+        except Exception as exc:
+            await send_error(send, scope, exc)
+            return
+        await send_json(send, status, answer)
+
+    return route

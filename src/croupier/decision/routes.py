@@ -13,23 +13,14 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import msgspec
-from litestar.types import Receive, Scope, Send
 
 from croupier.auth import KeyCache
 from croupier.decision.decide import Decider
 from croupier.decision.policy_cache import PolicyCache
 from croupier.decision.schemas import DecideRequest
 from croupier.errors import NotFound
-from croupier.lean import (
-    ClientGone,
-    LeanRoute,
-    auth_and_length,
-    method_not_allowed,
-    read_body,
-    send_error,
-    send_json,
-)
-from croupier.web import authenticate, decode_json
+from croupier.lean import LeanRoute, post_route
+from croupier.web import decode_json
 
 DECIDE_PATH = "/v1/decide"
 MAX_DECIDE_BODY_BYTES = 65_536
@@ -51,33 +42,20 @@ def make_decide_route(runtime: DecideRuntime) -> LeanRoute:
     decoder = msgspec.json.Decoder(DecideRequest)
     encode = msgspec.json.Encoder().encode
 
-    async def decide_route(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":  # type: ignore[typeddict-item]
-            await method_not_allowed(send, scope, "POST")
-            return
-        try:
-            authorization, length = auth_and_length(scope)
-            authenticate(keys, authorization, "decide")
-            body = await read_body(receive, length, MAX_DECIDE_BODY_BYTES, "decide")
-            request = decode_json(body, decoder, example=_EXAMPLE)
-            policy = cache.policies.get(request.experiment)
-            if policy is None:
-                raise NotFound(
-                    f"No experiment with key {request.experiment!r}; create it with "
-                    "POST /v1/experiments or check the key."
-                )
-            decider = runtime.decider
-            result = decider.decide(policy, request.unit_id, request.context)
-            if result is None:
-                result = await decider.decide_async(policy, request.unit_id)
-            if runtime.metrics is not None:
-                runtime.metrics.decision(policy.key, result.arm, result.reason)
-            answer = encode(result)
-        except ClientGone:
-            return
-        except Exception as exc:
-            await send_error(send, scope, exc)
-            return
-        await send_json(send, 200, answer)
+    async def decide(body: bytes) -> bytes:
+        request = decode_json(body, decoder, example=_EXAMPLE)
+        policy = cache.policies.get(request.experiment)
+        if policy is None:
+            raise NotFound(
+                f"No experiment with key {request.experiment!r}; create it with "
+                "POST /v1/experiments or check the key."
+            )
+        decider = runtime.decider
+        result = decider.decide(policy, request.unit_id, request.context)
+        if result is None:
+            result = await decider.decide_async(policy, request.unit_id)
+        if runtime.metrics is not None:
+            runtime.metrics.decision(policy.key, result.arm, result.reason)
+        return encode(result)
 
-    return decide_route
+    return post_route(keys, decide, status=200, max_body_bytes=MAX_DECIDE_BODY_BYTES, what="decide")

@@ -9,7 +9,6 @@ import math
 from typing import Any, Protocol
 
 import msgspec
-from litestar.types import Receive, Scope, Send
 
 from croupier.auth import KeyCache
 from croupier.decision.ids import DecisionIdCodec
@@ -17,17 +16,9 @@ from croupier.decision.policy_cache import Policy, PolicyCache
 from croupier.errors import BadRequest, Conflict, Invalid, field_error
 from croupier.ingest.buffer import RewardBuffer
 from croupier.ingest.schemas import RewardBody, RewardIn, RewardsAccepted
-from croupier.lean import (
-    ClientGone,
-    LeanRoute,
-    auth_and_length,
-    method_not_allowed,
-    read_body,
-    send_error,
-    send_json,
-)
+from croupier.lean import LeanRoute, post_route
 from croupier.storage.reward_writer import Refused, RewardItem, Written
-from croupier.web import authenticate, decode_json
+from croupier.web import decode_json
 
 REWARDS_PATH = "/v1/rewards"
 _decoder = msgspec.json.Decoder(RewardBody)
@@ -139,20 +130,7 @@ def make_rewards_route(runtime: RewardsRuntime, *, max_body_bytes: int) -> LeanR
             metrics.rewards(outcome.accepted, outcome.duplicates)
         return RewardsAccepted(accepted=outcome.accepted, duplicates=outcome.duplicates)
 
-    async def rewards_route(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":  # type: ignore[typeddict-item]
-            await method_not_allowed(send, scope, "POST")
-            return
-        try:
-            authorization, length = auth_and_length(scope)
-            authenticate(keys, authorization, "decide")
-            body = await read_body(receive, length, max_body_bytes, "rewards")
-            answer = encode(await ingest(body))
-        except ClientGone:
-            return
-        except Exception as exc:
-            await send_error(send, scope, exc)
-            return
-        await send_json(send, 202, answer)
+    async def handle(body: bytes) -> bytes:
+        return encode(await ingest(body))
 
-    return rewards_route
+    return post_route(keys, handle, status=202, max_body_bytes=max_body_bytes, what="rewards")
