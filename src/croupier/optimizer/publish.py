@@ -71,6 +71,28 @@ class Change:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+async def _write_state(conn: Any, change: Change) -> bool:
+    """Write a change's disabled arms, stage and status; False when it has none of them (the
+    experiment's version must then be bumped by a touch instead)."""
+    if change.disabled_arms is not None:
+        await conn.execute(
+            Q["optimizer_set_disabled"], change.experiment_id, change.disabled_arms, change.reason
+        )
+    if change.stage is not None:
+        index, started_at, base = change.stage
+        await conn.execute(Q["optimizer_set_stage"], change.experiment_id, index, started_at, base)
+    if change.status is not None:
+        await conn.execute(
+            Q["experiment_set_status"],
+            change.experiment_id,
+            change.status,
+            change.status,
+            change.winner_index,
+            change.reason,
+        )
+    return change.status is not None or change.stage is not None or change.disabled_arms is not None
+
+
 async def apply_change(
     pool: asyncpg.Pool,
     redis: aioredis.Redis | None,
@@ -88,28 +110,7 @@ async def apply_change(
             await conn.execute(
                 Q["allocation_insert"], change.experiment_id, change.weights, change.reason
             )
-        if change.disabled_arms is not None:
-            await conn.execute(
-                Q["optimizer_set_disabled"],
-                change.experiment_id,
-                change.disabled_arms,
-                change.reason,
-            )
-        if change.stage is not None:
-            index, started_at, base = change.stage
-            await conn.execute(
-                Q["optimizer_set_stage"], change.experiment_id, index, started_at, base
-            )
-        if change.status is not None:
-            await conn.execute(
-                Q["experiment_set_status"],
-                change.experiment_id,
-                change.status,
-                change.status,
-                change.winner_index,
-                change.reason,
-            )
-        elif change.stage is None and change.disabled_arms is None:
+        if not await _write_state(conn, change):
             await conn.execute(Q["experiment_touch"], change.experiment_id)
         await audit(conn, ACTOR, change.key, change.kind, audit_details(change))
     data = await publish_experiment(pool, redis, keys, change.experiment_id)
@@ -206,28 +207,7 @@ async def _write_batch(pool: asyncpg.Pool, changes: list[Change]) -> list[bool]:
             )
         touched: list[int] = []
         for change in todo:  # the rare kinds, one statement each, as apply_change writes them
-            if change.disabled_arms is not None:
-                await conn.execute(
-                    Q["optimizer_set_disabled"],
-                    change.experiment_id,
-                    change.disabled_arms,
-                    change.reason,
-                )
-            if change.stage is not None:
-                index, started_at, base = change.stage
-                await conn.execute(
-                    Q["optimizer_set_stage"], change.experiment_id, index, started_at, base
-                )
-            if change.status is not None:
-                await conn.execute(
-                    Q["experiment_set_status"],
-                    change.experiment_id,
-                    change.status,
-                    change.status,
-                    change.winner_index,
-                    change.reason,
-                )
-            elif change.stage is None and change.disabled_arms is None:
+            if not await _write_state(conn, change):
                 touched.append(change.experiment_id)
         if touched:
             await conn.execute(Q["experiment_touch_many"], touched)
