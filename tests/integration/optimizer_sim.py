@@ -89,3 +89,33 @@ def bernoulli(
         return {metric: float(rng.random() < rates[arm])}
 
     return draw
+
+
+async def explain(client: AsyncTestClient[Any], admin_key: str, db: Any, key: str) -> str:
+    """What an unexpected outcome of a simulation needs to be diagnosed: the results document,
+    the stored counts next to a recount of the logs, the sequential p-values over time and the
+    audit trail of experiment `key`."""
+    results = (await client.get(f"/v1/experiments/{key}/results", headers=auth(admin_key))).json()
+    lines = [f"results: {results}"]
+    queries = {
+        "arm_stats": "SELECT arm_index, exposures, expected_exposures FROM arm_stats s "
+        "JOIN experiments e ON e.id = s.experiment_id WHERE e.key = $1 ORDER BY 1",
+        "decisions recount": "SELECT arm_index, moved, count(*) FROM decisions d "
+        "JOIN experiments e ON e.id = d.experiment_id WHERE e.key = $1 AND d.counted "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        "metric_stats": "SELECT metric, arm_index, n, sum FROM metric_stats s "
+        "JOIN experiments e ON e.id = s.experiment_id WHERE e.key = $1 ORDER BY 1, 2",
+        "rewards recount": "SELECT metric, arm_index, count(*), sum(value) FROM rewards r "
+        "JOIN experiments e ON e.id = r.experiment_id WHERE e.key = $1 AND r.counted "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        "sequential_history": "SELECT h.at, h.metric, h.arm_index, h.kind, h.p_value, "
+        "h.exposures FROM sequential_history h JOIN experiments e ON e.id = h.experiment_id "
+        "WHERE e.key = $1 ORDER BY h.at",
+        "audit": "SELECT at, action, details FROM audit_log WHERE experiment_key = $1 "
+        "ORDER BY id",
+    }
+    for name, sql in queries.items():
+        rows = await db.fetch(sql, key)
+        lines.append(f"{name}:")
+        lines += [f"  {tuple(r.values())}" for r in rows]
+    return "\n".join(lines)

@@ -19,6 +19,7 @@ from tests.integration.optimizer_sim import (
     OPTIMIZER_INTERVAL_S,
     Traffic,
     create_and_start,
+    explain,
     optimizer_settings,
     run_round,
 )
@@ -81,19 +82,21 @@ async def test_candidate_with_twice_the_error_rate_is_rolled_back(
             status, stage = exp["status"], max(stage, exp["stage"])
             if status != "running":
                 break
-        assert status == "rolled_back", exp
+        assert status == "rolled_back", await explain(client, keys["admin"], db, "ro")
         assert exp["weights"] == {"arm0": 1.0, "arm1": 0.0}
         d = (await client.post("/v1/decide", json={"experiment": "ro", "unit_id": "late"},
                                headers=auth(keys["decide"]))).json()
         assert (d["arm"], d["reason"]) == ("arm0", "rolled_back")
+        audit = await db.fetchrow(
+            "SELECT details FROM audit_log WHERE experiment_key = 'ro' AND action = 'rollback'"
+        )
+        assert audit is not None and "errors" in audit["details"], await explain(
+            client, keys["admin"], db, "ro"
+        )
     exposures = await db.fetch(
         "SELECT arm_index, exposures FROM arm_stats s JOIN experiments e ON e.id = s.experiment_id "
         "WHERE e.key = 'ro' ORDER BY arm_index"
     )
-    audit = await db.fetchrow(
-        "SELECT details FROM audit_log WHERE experiment_key = 'ro' AND action = 'rollback'"
-    )
-    assert audit is not None and "errors" in audit["details"]
     print(f"\nrolled back at stage {stage + 1} after {exposures[0]['exposures']} control and "
           f"{exposures[1]['exposures']} candidate exposures")
     _assert_monotone(traffic, control="arm0", allow_rollback=True)
@@ -129,7 +132,9 @@ async def test_healthy_rollout_walks_every_stage_to_full_monotonically(
             seen_shares.append(exp["weights"]["arm1"])
             if exp["status"] != "running":
                 break
-        assert (exp["status"], exp["winner"]) == ("completed", "arm1"), exp
+        assert (exp["status"], exp["winner"]) == ("completed", "arm1"), await explain(
+            client, keys["admin"], db, "ok"
+        )
         assert exp["weights"] == {"arm0": 0.0, "arm1": 1.0}
         history = (await client.get("/v1/experiments/ok/allocations", headers=h)).json()
     shares = [row["weights"]["arm1"] for row in history]

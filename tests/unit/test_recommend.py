@@ -40,6 +40,7 @@ def _report(
     p_best: list[float] | None = None,
     loss: list[float] | None = None,
     seq: list[float] | None = None,
+    fixed: list[float] | None = None,
     srm_p: float | None = 0.5,
     alpha: float = 0.05,
 ) -> MetricReport:
@@ -67,7 +68,7 @@ def _report(
             diff=None if means[i] is None or means[0] is None else means[i] - means[0],  # type: ignore[operator]
             diff_ci=None,
             lift=None,
-            p_value=None,
+            p_value=fixed[i - 1] if fixed else None,
             p_value_adjusted=None,
             sequential_p_value=seq[i - 1],
             significant=seq[i - 1] < alpha,
@@ -206,17 +207,51 @@ def test_rollout_guardrail_breach_rolls_back_the_experiment() -> None:
 @pytest.mark.parametrize(
     ("direction", "means"), [("maximize", [0.2, 0.1]), ("minimize", [0.1, 0.2])]
 )
-def test_rollout_primary_degradation_rolls_back(direction: str, means: list[float]) -> None:
-    """A significantly worse primary metric (in its direction) rolls a rollout back."""
+@pytest.mark.parametrize("stage_index", [1, 4])
+def test_rollout_primary_degradation_holds_the_stage(
+    direction: str, means: list[float], stage_index: int
+) -> None:
+    """A primary metric significantly worse now (in its direction) holds a rollout at its
+    stage, the last one included; it never rolls back (SPEC §4: only guardrails do)."""
     rec = _rec(
         _spec("rollout", direction=direction),
-        _report(means, seq=[0.001]),  # type: ignore[arg-type]
+        _report(means, seq=[0.0005], fixed=[0.0001]),  # type: ignore[arg-type]
+        stage_index=stage_index,
+        stage_started_at=NOW - timedelta(hours=1),
+        stage_exposures=10_000,
+    )
+    assert (rec.action, rec.arm, rec.next_stage, rec.rollback_arms) == (
+        "continue", None, None, ()
+    )
+    assert rec.reason.startswith(f"Hold stage {stage_index + 1} ")
+    assert "significantly worse" in rec.reason and "p = 0.0001" in rec.reason
+
+
+def test_rollout_hold_reads_the_current_look_not_the_running_minimum() -> None:
+    """A sequential running minimum that dipped below α once (a transient: rewards of the
+    newest exposures not in yet) does not hold the stage when this look is not significant;
+    a significant look in the better direction does not hold either."""
+    for means, fixed in (([0.2, 0.1], 0.2), ([0.1, 0.2], 0.0001)):
+        rec = _rec(
+            _spec("rollout"),
+            _report(means, seq=[0.0001], fixed=[fixed]),  # type: ignore[arg-type]
+            stage_index=1,
+            stage_started_at=NOW - timedelta(hours=1),
+            stage_exposures=10_000,
+        )
+        assert (rec.action, rec.next_stage) == ("continue", 2), rec.reason
+
+
+def test_rollout_primary_degradation_does_not_stop_the_limits() -> None:
+    """A held rollout still stops at max_exposures."""
+    rec = _rec(
+        _spec("rollout", max_exposures=1_500),
+        _report([0.2, 0.1], seq=[0.001], fixed=[0.0001]),  # type: ignore[arg-type]
         stage_index=1,
         stage_started_at=NOW - timedelta(hours=1),
         stage_exposures=10_000,
     )
-    assert (rec.action, rec.rollback_arms) == ("rollback", ("a1",))
-    assert "significantly worse" in rec.reason
+    assert rec.action == "stop"
 
 
 def test_rollout_significant_improvement_advances() -> None:

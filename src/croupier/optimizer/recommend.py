@@ -14,8 +14,8 @@ Rules, first match wins (only a ``running`` experiment gets anything but ``conti
    30 observations) → ``rollback``. In ``rollout`` the whole experiment rolls back to the
    control; in other policies the breached arms (not already disabled) get weight 0, listed in
    ``rollback_arms``. When every non-control arm is disabled, ``stop`` with the control.
-2. ``rollout``: the primary metric significantly worse for the candidate (sequential test) →
-   ``rollback``.
+2. (No rule: the primary metric never rolls back. SPEC §4 rolls back on guardrails only; a
+   significantly worse primary metric holds a ``rollout`` at its stage, rule 6.)
 3. Sample ratio mismatch flagged → ``continue`` (no decision on untrustworthy data).
 4. Policy rule, once every active arm has ``min_exposures_per_arm`` exposures:
    ``thompson`` stops when the top arm's P(best) ≥ ``p_best_threshold`` and its expected loss
@@ -30,7 +30,10 @@ Rules, first match wins (only a ``running`` experiment gets anything but ``conti
    ``min_exposures`` exposures *of both arms together since the stage began* (the same count
    the optimizer keeps, `experiments.stage_exposures_base`) → ``continue`` with
    ``next_stage`` (0-based, like the experiment's ``stage``); at the last stage (share 1.0)
-   → ``stop`` with the candidate as winner.
+   → ``stop`` with the candidate as winner. Unless the candidate is significantly worse on the
+   primary metric at this look (fixed-horizon p < α, diff in the metric's wrong direction):
+   then ``continue`` holding the stage, and it advances at the first look where that no
+   longer holds.
 
 A ``stop`` is advice: the optimizer applies it only when the experiment's ``auto_stop`` is on
 (guardrail rollbacks always apply). Reasons are sentences a person can read.
@@ -198,22 +201,8 @@ def recommend(
             "guardrail.",
         )
 
-    # 2. rollout: a significantly worse primary metric rolls back
     reward = spec.metric(PRIMARY_METRIC)
     direction = reward.direction if reward is not None else "maximize"
-    if spec.policy == "rollout":
-        candidate = 1 - control
-        for c in primary.comparisons:
-            if c.arm == candidate and c.significant and c.diff is not None and _better(
-                -c.diff, direction
-            ):
-                return Recommendation(
-                    "rollback", keys[candidate],
-                    f"Roll back to the control: the candidate {keys[candidate]} is significantly "
-                    f"worse than {keys[control]} on the primary metric (diff {c.diff:.4g}, "
-                    f"sequential p = {_p(c.sequential_p_value)} < α = {_p(alpha)}).",
-                    rollback_arms=(keys[candidate],),
-                )
 
     # 3. SRM
     srm = primary.srm
@@ -335,6 +324,23 @@ def recommend(
                 f"Continue {label}: waiting for {' and '.join(missing)}.",
             )
         candidate = 1 - control
+        # The hold reads this look's fixed-horizon p-value, not the sequential running
+        # minimum: a hold is not final, and a minimum that dipped once (the candidate's newest
+        # exposures still waiting for their rewards) would hold the stage for good.
+        for c in primary.comparisons:
+            if (
+                c.arm == candidate
+                and c.p_value is not None
+                and c.p_value < alpha
+                and c.diff is not None
+                and _better(-c.diff, direction)
+            ):
+                return Recommendation(
+                    "continue", None,
+                    f"Hold {label}: the candidate {keys[candidate]} is significantly worse than "
+                    f"{keys[control]} on the primary metric now (diff {c.diff:.4g}, p = "
+                    f"{_p(c.p_value)} < α = {_p(alpha)}); the rollout advances once it is not.",
+                )
         if index == len(stages) - 1:
             return Recommendation(
                 "stop", keys[candidate],
