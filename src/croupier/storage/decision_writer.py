@@ -86,9 +86,16 @@ class DecisionWriter:
         self._task = asyncio.create_task(self._run(), name="croupier-decision-writer")
 
     async def flush_once(self) -> bool:
-        """Write everything buffered now; False if PostgreSQL is unavailable."""
-        while len(self.log):
-            batch = self.log.take(self.batch_max)
+        """Write everything buffered now; False if PostgreSQL is unavailable.
+
+        Only what is buffered when the flush starts: decisions made while it writes wait for
+        the next interval. Chasing them instead degenerates into back-to-back batches of a few
+        milliseconds' worth each (at 2,000 decisions/s: 150 batches/s of ~13, 0.4 cores of
+        PostgreSQL for what 10 batches/s do with a tenth of that)."""
+        remaining = len(self.log)
+        while remaining > 0:
+            batch = self.log.take(min(self.batch_max, remaining))
+            remaining -= len(batch)
             try:
                 self.written += await write_decisions(self.pool, batch)
                 if self.last_error is not None:
