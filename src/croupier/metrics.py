@@ -140,6 +140,20 @@ class Metrics:
             sum_value=self.commit_sum_s,
         )
 
+        buffer = getattr(rt, "rewards", None)  # set once the runtime has started
+        if buffer is not None:
+            yield CounterMetricFamily(
+                "croupier_reward_group_commits",
+                "Group commits of reward requests (one statement or transaction each); "
+                "croupier_reward_group_commit_items / this is the mean group size.",
+                value=buffer.batches,
+            )
+            yield CounterMetricFamily(
+                "croupier_reward_group_commit_items",
+                "Reward items in the group commits (new, duplicate or refused).",
+                value=buffer.committed_items,
+            )
+
         log = rt.log
         yield GaugeMetricFamily(
             "croupier_decision_log_queue_depth",

@@ -101,6 +101,9 @@ async def test_every_family_after_traffic(
     buckets = [v for _, v in s["croupier_reward_commit_seconds_bucket"]]
     assert buckets == sorted(buckets) and buckets[-1] == 6
     assert _value(s, "croupier_reward_commit_seconds_bucket", le="+Inf") == 6
+    # the requests were sent one after the other: each was a group of its own
+    assert _value(s, "croupier_reward_group_commits_total") == 6
+    assert _value(s, "croupier_reward_group_commit_items_total") == 7
     assert _value(s, "croupier_decision_log_queue_depth") == 0
     assert _value(s, "croupier_decision_log_dropped_total") == 0
     assert _value(s, "croupier_experiments_loaded") == 2
