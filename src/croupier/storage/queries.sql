@@ -380,28 +380,18 @@ RETURNING experiment_id, metric, arm_index, kind, p_value;
 
 -- name: reward_commit_fresh
 -- The common case of a reward group commit as one statement (autocommit, one round trip):
--- when none of the (decision_id, metric) keys is stored yet and every experiment still exists,
 -- insert every reward and add the counted ones ($8…$13, aggregated by the caller in key order)
--- to metric_stats; otherwise write nothing and answer ok = false (the caller then takes the
--- general path). A concurrent insert of one of the keys or delete of an experiment makes the
--- statement fail (unique or foreign-key violation), which also writes nothing.
-WITH v AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::smallint[], $5::boolean[],
-                         $6::float8[], $7::text[])
-        AS v(decision_id, metric, experiment_id, arm_index, counted, value, idem)
-),
-go AS (
-    SELECT NOT EXISTS (SELECT 1 FROM rewards r JOIN v
-                       ON r.decision_id = v.decision_id AND r.metric = v.metric)
-           AND (SELECT count(*) FROM experiments e
-                WHERE e.id IN (SELECT DISTINCT experiment_id FROM v))
-               = (SELECT count(DISTINCT experiment_id) FROM v) AS ok
-),
-ins AS (
+-- to metric_stats. The constraints decide whether the common case holds: a (decision_id,
+-- metric) key already stored (or inserted meanwhile by another commit) is a unique violation,
+-- a deleted experiment a foreign-key violation. Either fails the whole statement, nothing is
+-- written, and the caller takes the general path, which sorts out duplicates, conflicts and
+-- deleted experiments. Checking first, in the statement, had PostgreSQL spend 2-3 times the
+-- CPU per reward (64 clients sending single rewards: 4,700 -> 7,200 rewards/s without it).
+WITH ins AS (
     INSERT INTO rewards (decision_id, metric, experiment_id, arm_index, counted, value,
                          idempotency_key)
-    SELECT v.decision_id, v.metric, v.experiment_id, v.arm_index, v.counted, v.value, v.idem
-    FROM v WHERE (SELECT ok FROM go)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::smallint[], $5::boolean[],
+                         $6::float8[], $7::text[])
     RETURNING 1
 ),
 upd AS (
@@ -409,11 +399,11 @@ upd AS (
     SET n = s.n + a.n, sum = s.sum + a.sum, sum_sq = s.sum_sq + a.sum_sq
     FROM unnest($8::int[], $9::text[], $10::smallint[], $11::bigint[], $12::float8[],
                 $13::float8[]) AS a(experiment_id, metric, arm_index, n, sum, sum_sq)
-    WHERE (SELECT ok FROM go) AND s.experiment_id = a.experiment_id AND s.metric = a.metric
+    WHERE s.experiment_id = a.experiment_id AND s.metric = a.metric
       AND s.arm_index = a.arm_index
     RETURNING 1
 )
-SELECT (SELECT ok FROM go) AS ok, (SELECT count(*) FROM ins) AS inserted;
+SELECT (SELECT count(*) FROM ins) AS inserted;
 
 -- optimizer: a cycle's changes written in one transaction (the batch forms of the statements
 -- of one change: optimizer_lock_experiment, allocation_insert, experiment_touch, audit_insert)

@@ -175,7 +175,8 @@ _FAST_PATH_REFUSED: tuple[type[Exception], ...] = (
 
 async def _fast_path(pool: asyncpg.Pool, requests: list[list[RewardItem]]) -> list[Outcome] | None:
     """The common case in one statement and one round trip: every item new, every experiment
-    alive. None when that does not hold (nothing was written); the general path decides then."""
+    alive. None when that does not hold (the statement failed on a constraint and wrote
+    nothing); the general path decides then."""
     items = [it for request in requests for it in request]
     if len({(it.decision_id, it.metric) for it in items}) != len(items):
         return None  # a key repeated within the group: duplicates or conflicts to decide
@@ -188,8 +189,8 @@ async def _fast_path(pool: asyncpg.Pool, requests: list[list[RewardItem]]) -> li
         )
     except _FAST_PATH_REFUSED:
         return None
-    if row is None or not row["ok"]:
-        return None
+    if row is None or row["inserted"] != len(items):
+        return None  # not expected: a statement that inserts fewer rows fails instead
     return [Written(len(request), 0) for request in requests]
 
 
