@@ -677,6 +677,12 @@ def measure_server(ctx: Context, server: str, *, full: bool) -> dict[str, Any]:
             result["croupier"]["decide_half"] = half_load(
                 "decide.lua", curl, peak_rps=sat["req_per_s"], duration_s=a.duration,
                 monitor=csrv.monitor, args=dargs, label=f"decide {server} half load", **common)
+            # the bare GET at the same offered rate: what the server stack alone does to the
+            # latency at that rate, the reference for decide's half-load p99
+            result["baseline"]["ping_half"] = half_load(
+                "ping.lua", burl, peak_rps=sat["req_per_s"], duration_s=a.duration,
+                monitor=bsrv.monitor, args=None, label=f"ping {server} at decide's half load",
+                **common)
             result["croupier"].update(measure_rewards(ctx, curl, csrv.monitor, server))
             result["croupier"]["propagation"] = measure_propagation(ctx, curl)
         if a.profile and full:
@@ -939,6 +945,10 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             s |= {"decide_half_req_per_s": h["req_per_s"],
                   "decide_half_fraction_of_peak": h["fraction_of_peak"],
                   "decide_p50_ms_half": h["p50_ms"], "decide_p99_ms_half": h["p99_ms"]}
+            ph = r["baseline"].get("ping_half")
+            if ph is not None:
+                s |= {"baseline_half_req_per_s": ph["req_per_s"],
+                      "baseline_p50_ms_half": ph["p50_ms"], "baseline_p99_ms_half": ph["p99_ms"]}
         if "rewards_single" in r["croupier"]:
             rs, rb = r["croupier"]["rewards_single"], r["croupier"]["rewards_batch100"]
             s |= {
@@ -996,6 +1006,10 @@ def print_table(res: dict[str, Any]) -> None:
                          f"{s['decide_p50_ms_half']:.2f} / {s['decide_p99_ms_half']:.2f} ms",
                          f"at {s['decide_half_req_per_s']:.0f} req/s "
                          f"({s['decide_half_fraction_of_peak']:.2f} of peak)"))
+        if "baseline_p99_ms_half" in s:
+            rows.append(("  bare GET p50 / p99, same rate",
+                         f"{s['baseline_p50_ms_half']:.2f} / {s['baseline_p99_ms_half']:.2f} ms",
+                         f"at {s['baseline_half_req_per_s']:.0f} req/s"))
         if "rewards_single_req_per_s" in s:
             rows.append(("rewards, single", f"{s['rewards_single_items_per_s']:.0f} rewards/s",
                          f"{s['rewards_single_to_decide']:.2f} of decide req/s"))
