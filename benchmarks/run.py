@@ -837,12 +837,14 @@ def measure_propagation(ctx: Context, url: str, *, probes: int = 40) -> dict[str
     and time until `probes` consecutive decisions (spread over the workers by the server's
     connection balancing) all answer `completed`."""
     assert ctx.admin_key is not None and ctx.decide_key is not None
-    key = next(e for e in ctx.experiments if ".fixed." in e)
     admin = {"Authorization": f"Bearer {ctx.admin_key}"}
     with httpx.Client(base_url=url, timeout=10) as admin_client, \
             httpx.Client(base_url=url, timeout=10,
                          headers={"Authorization": f"Bearer {ctx.decide_key}"},
                          limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        # one still running: after the reward runs the optimizer may have stopped some
+        key = next(e for e in ctx.experiments if ".fixed." in e and admin_client.get(
+            f"/v1/experiments/{e}", headers=admin).json()["status"] == "running")
         r = admin_client.post(f"/v1/experiments/{key}/stop", headers=admin)
         r.raise_for_status()
         committed = time.monotonic()
