@@ -405,6 +405,19 @@ async def test_a_batch_whose_transaction_fails_is_applied_one_change_at_a_time(
     assert len(await harness.audit("e1")) == len(await harness.audit("e0")) - 1
 
 
+async def _only_bad_is_skipped(harness: Harness) -> None:
+    """Two thompson experiments ready to stop, `bad` (whose statistics the test makes fail)
+    and `good`: one cycle stops `good`, counts one failure and leaves `bad` running."""
+    bad = await harness.create(experiment_body(key="bad", policy="thompson", arms=2))
+    good = await harness.create(experiment_body(key="good", policy="thompson", arms=2))
+    for eid in (bad, good):
+        await harness.set_stats(eid, [5000, 5000], reward=_binary([0.05, 0.09], 5000))
+    report = await harness.optimizer.run_cycle()
+    assert (report.experiments, report.failures, report.changes) == (2, 1, 1)
+    assert (await harness.get("good"))["status"] == "completed"
+    assert (await harness.get("bad"))["status"] == "running"
+
+
 async def test_one_failing_experiment_is_skipped(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,14 +434,7 @@ async def test_one_failing_experiment_is_skipped(
         ]
 
     monkeypatch.setattr(tick_module, "compute_many", flaky)
-    bad = await harness.create(experiment_body(key="bad", policy="thompson", arms=2))
-    good = await harness.create(experiment_body(key="good", policy="thompson", arms=2))
-    for eid in (bad, good):
-        await harness.set_stats(eid, [5000, 5000], reward=_binary([0.05, 0.09], 5000))
-    report = await harness.optimizer.run_cycle()
-    assert (report.experiments, report.failures, report.changes) == (2, 1, 1)
-    assert (await harness.get("good"))["status"] == "completed"
-    assert (await harness.get("bad"))["status"] == "running"
+    await _only_bad_is_skipped(harness)
 
 
 async def test_a_failing_batch_falls_back_to_one_experiment_at_a_time(
@@ -450,14 +456,7 @@ async def test_a_failing_batch_falls_back_to_one_experiment_at_a_time(
 
     monkeypatch.setattr(tick_module, "compute_many", broken)
     monkeypatch.setattr(tick_module, "compute", flaky)
-    bad = await harness.create(experiment_body(key="bad", policy="thompson", arms=2))
-    good = await harness.create(experiment_body(key="good", policy="thompson", arms=2))
-    for eid in (bad, good):
-        await harness.set_stats(eid, [5000, 5000], reward=_binary([0.05, 0.09], 5000))
-    report = await harness.optimizer.run_cycle()
-    assert (report.experiments, report.failures, report.changes) == (2, 1, 1)
-    assert (await harness.get("good"))["status"] == "completed"
-    assert (await harness.get("bad"))["status"] == "running"
+    await _only_bad_is_skipped(harness)
 
 
 async def test_srm_is_alerted_once(
