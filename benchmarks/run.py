@@ -439,12 +439,13 @@ def experiment_bodies(count: int, seed: int = 7) -> list[dict[str, Any]]:
     return out
 
 
-def load_state(base: str, admin_key: str, count: int) -> list[str]:
-    """Create and start `count` experiments through the admin API; returns their keys."""
+def load_state(base: str, admin_key: str, count: int, *, skip: int = 0) -> list[str]:
+    """Create and start `count` experiments through the admin API (after the first `skip`
+    of the same series, already loaded); returns their keys."""
     headers = {"Authorization": f"Bearer {admin_key}"}
     keys = []
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-        for body in experiment_bodies(count):
+        for body in experiment_bodies(count)[skip:]:
             r = client.post("/v1/experiments", json=body)
             if r.status_code != 201:
                 raise RuntimeError(f"create {body['key']}: {r.status_code} {r.text}")
@@ -685,6 +686,8 @@ def measure_server(ctx: Context, server: str, *, full: bool) -> dict[str, Any]:
                 **common)
             result["croupier"].update(measure_rewards(ctx, curl, csrv.monitor, server))
             result["croupier"]["propagation"] = measure_propagation(ctx, curl)
+            if a.memory_experiments > len(ctx.experiments):
+                result["croupier"]["memory"] = measure_memory(ctx, curl, csrv, server)
         if a.profile and full:
             if shutil.which("py-spy") is None:
                 log("--profile: py-spy is not on PATH; skipped")
@@ -859,6 +862,41 @@ def measure_propagation(ctx: Context, url: str, *, probes: int = 40) -> dict[str
             "visible_everywhere_s": round(last_stale - committed, 4)}
 
 
+def measure_memory(ctx: Context, url: str, srv: Server, server: str) -> dict[str, Any]:
+    """Worker memory with `--memory-experiments` (1,000) experiments loaded: the peak so far
+    (the benchmark's 100), then load the rest through the admin API, decide over all of them
+    for a while (every worker builds its snapshot, sticky cache and decision buffer), read
+    some results (the statistics code is loaded), and take the peak again."""
+    a = ctx.args
+    assert srv.monitor is not None and ctx.admin_key is not None and ctx.decide_key is not None
+    before = srv.monitor.report()
+    t0 = time.monotonic()
+    added = load_state(url, ctx.admin_key, a.memory_experiments, skip=len(ctx.experiments))
+    everything = [*ctx.experiments, *added]
+    wait_decidable(url, ctx.decide_key, everything, timeout_s=120)
+    load_s = time.monotonic() - t0
+    log(f"loaded {len(added)} more experiments ({len(everything)} running) in {load_s:.1f} s")
+    all_file = ctx.logs / "experiments-memory.txt"
+    all_file.write_text("\n".join(everything) + "\n")
+    run_wrk("decide.lua", url, duration_s=a.duration, connections=a.connections,
+            pinning=ctx.pinning, args=[f"key={ctx.decide_key}", f"experiments={all_file}"],
+            monitor=srv.monitor, label=f"decide {server} over {len(everything)} experiments")
+    admin = {"Authorization": f"Bearer {ctx.admin_key}"}
+    with httpx.Client(base_url=url, headers=admin, timeout=30) as client:
+        for key in everything[:: max(1, len(everything) // 20)]:
+            client.get(f"/v1/experiments/{key}/results").raise_for_status()
+    time.sleep(1.0)  # a few more RSS samples
+    after = srv.monitor.report()
+    return {
+        "experiments": len(everything),
+        "load_s": round(load_s, 1),
+        "peak_rss_mib_worker_max_before": before["peak_rss_mib_worker_max"],
+        "peak_rss_mib_worker_max": after["peak_rss_mib_worker_max"],
+        "peak_rss_mib_per_worker": after["peak_rss_mib_per_worker"],
+        "peak_rss_mib_optimizer": after["peak_rss_mib_optimizer"],
+    }
+
+
 def run_optimizer_cycle(args: argparse.Namespace, code_env: dict[str, str],
                         logs: Path) -> dict[str, Any]:
     """benchmarks/optimizer_cycle.py in a subprocess (the same code under test)."""
@@ -972,6 +1010,12 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             }
         if "propagation" in r["croupier"]:
             s["propagation_s"] = r["croupier"]["propagation"]["visible_everywhere_s"]
+        if "memory" in r["croupier"]:
+            m = r["croupier"]["memory"]
+            s["peak_rss_mib_per_worker"] = m["peak_rss_mib_worker_max_before"]
+            s["peak_rss_mib_per_worker_loaded"] = m["peak_rss_mib_worker_max"]
+            s["peak_rss_mib_optimizer_loaded"] = m["peak_rss_mib_optimizer"]
+            s["memory_experiments"] = m["experiments"]
         out[server] = s
     if "optimizer" in res:
         phases = res["optimizer"]["phases"]
@@ -1034,6 +1078,11 @@ def print_table(res: dict[str, Any]) -> None:
                      f"baseline {s['baseline_peak_rss_mib_per_worker']:.0f} MiB"
                      + (f"; optimizer process {s['peak_rss_mib_optimizer']:.0f} MiB"
                         if s.get("peak_rss_mib_optimizer") else "")))
+        if "peak_rss_mib_per_worker_loaded" in s:
+            rows.append((f"  with {s['memory_experiments']} experiments",
+                         f"{s['peak_rss_mib_per_worker_loaded']:.0f} MiB",
+                         f"= {s['peak_rss_mib_per_worker_loaded'] * 2**20 / 1e6:.0f} MB; "
+                         f"optimizer process {s['peak_rss_mib_optimizer_loaded']:.0f} MiB"))
         if "propagation_s" in s:
             rows.append(("allocation change visible", f"{s['propagation_s'] * 1000:.0f} ms",
                          "stop → 40 consecutive decides answer completed"))
@@ -1084,6 +1133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizer-experiments", type=int, default=1000,
                    help="experiments for the optimizer-cycle benchmark (optimizer_cycle.py; "
                         "0 skips it)")
+    p.add_argument("--memory-experiments", type=int, default=1000,
+                   help="after the other runs, load experiments up to this many and take the "
+                        "workers' peak memory again (0 skips it)")
     p.add_argument("--quiet-wait-s", type=float, default=60.0,
                    help="before each measured run, wait up to this long for the machine to be "
                         "under --quiet-pct busy (0 = do not wait)")
