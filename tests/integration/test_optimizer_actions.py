@@ -480,3 +480,67 @@ async def test_srm_is_alerted_once(
     await asyncio.sleep(0.2)
     assert [b["event"] for b in received] == ["srm"]
     assert (await harness.get("f"))["status"] == "running"
+
+
+async def test_a_cycle_in_chunks_decides_and_stores_what_one_batch_does(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statistics of a cycle are computed, and their sequential p-values merged, a chunk
+    at a time (each merge while the next chunk is computed): the same decisions, the same
+    stored p-values and history as with the whole cycle in one chunk, one merge per chunk."""
+    import croupier.optimizer.tick as tick_module
+
+    metrics = [
+        {"name": "reward", "type": "binary", "direction": "maximize"},
+        {"name": "errors", "type": "binary", "direction": "minimize", "max_degradation": 0.02},
+    ]
+    merges: list[int] = []
+    real_persist = tick_module.persist_many
+
+    async def counted(pool: Any, evaluated: Any) -> Any:
+        merges.append(len(evaluated))
+        return await real_persist(pool, evaluated)
+
+    monkeypatch.setattr(tick_module, "persist_many", counted)
+    seen: dict[int, Any] = {}
+    for chunk in (1000, 2):
+        merges.clear()
+        monkeypatch.setattr(tick_module, "EVALUATE_CHUNK", chunk)
+        for i in range(7):
+            arms = 2 + i % 3
+            eid = await harness.create(experiment_body(
+                key=f"e{i}-{chunk}", policy=("thompson", "fixed")[i % 2], arms=arms,
+                metrics=metrics, auto_stop=False,
+            ))
+            n = 5000 + 1000 * i
+            await harness.set_stats(
+                eid, [n] * arms,
+                reward=_binary([0.05 + 0.02 * ((a + i) % 3) for a in range(arms)], n),
+                errors=_binary([0.01] * arms, n),
+            )
+        optimizer = Optimizer(
+            harness.runtime.settings, pool=harness.runtime.pool, redis=harness.runtime.redis,
+            redis_keys=harness.runtime.redis_keys, cache=harness.runtime.cache,
+            rng=np.random.default_rng(7),
+        )
+        report = await optimizer.run_cycle()
+        assert (report.experiments, report.failures) == (7, 0)
+        assert merges == ([7] if chunk == 1000 else [2, 2, 2, 1])
+        stored = await harness.db.fetch(
+            "SELECT e.key, s.metric, s.arm_index, s.kind, s.p_value, "
+            "(SELECT array_agg(h.p_value) FROM sequential_history h "
+            " WHERE h.experiment_id = s.experiment_id AND h.metric = s.metric "
+            " AND h.arm_index = s.arm_index AND h.kind = s.kind) AS history "
+            "FROM sequential_state s JOIN experiments e ON e.id = s.experiment_id "
+            "WHERE e.status = 'running' ORDER BY e.id, s.metric, s.arm_index, s.kind"
+        )
+        seen[chunk] = (
+            [(r.key.split("-")[0], r.change and (r.change.kind, r.change.weights), r.reason)
+             for r in report.results],
+            [(r["key"].split("-")[0], *tuple(r)[1:]) for r in stored],
+        )
+        await harness.db.execute("UPDATE experiments SET status = 'paused'")
+    assert seen[2] == seen[1000]
+    assert len(seen[2][1]) == sum(2 * (1 + i % 3) for i in range(7))  # a row per comparison
+    assert any(p < 0.05 for *_, p, _ in seen[2][1])
+    assert any(change is not None for _, change, _ in seen[2][0])

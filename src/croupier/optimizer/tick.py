@@ -416,6 +416,56 @@ def _compute_all(work: list[_Work], rng: np.random.Generator) -> None:
             w.primary, w.checks = result
 
 
+EVALUATE_CHUNK = 250
+"""Experiments whose statistics a cycle computes at a time: the merge of one chunk's sequential
+p-values (PostgreSQL's work) runs while the next chunk's statistics are computed."""
+
+
+async def _persist(ctx: TickContext, chunk: list[_Work]) -> None:
+    """Merge a computed chunk's sequential p-values; remember its evaluations."""
+    computed = [w for w in chunk if w.error is None]
+    if not computed:
+        return
+    assert all(w.primary is not None and w.checks is not None for w in computed)
+    merged = await persist_many(
+        ctx.pool, [(w.raw, w.primary, w.checks) for w in computed]  # type: ignore[misc]
+    )
+    for w, (primary, checks, stored) in zip(computed, merged, strict=True):
+        w.primary, w.checks = primary, checks
+        ctx.seen[w.raw.experiment_id] = _Seen(fingerprint(w.raw, stored), primary, checks)
+
+
+async def _evaluate(
+    ctx: TickContext,
+    fresh: list[_Work],
+    should_stop: Callable[[], bool],
+    lap: Callable[[str], None],
+) -> None:
+    """Statistics of the `fresh` experiments, in chunks of :data:`EVALUATE_CHUNK` in order (so
+    the rng is drawn in the same order and every result is the one a single batch gives), each
+    chunk's merge overlapping the next chunk's statistics. Laps `compute_s` when the last
+    statistics are done, `persist_s` when the last merge is (none once `should_stop`)."""
+    pending: asyncio.Task[None] | None = None
+    try:
+        for start in range(0, len(fresh), EVALUATE_CHUNK):
+            chunk = fresh[start : start + EVALUATE_CHUNK]
+            await asyncio.to_thread(_compute_all, chunk, ctx.rng)
+            if pending is not None:
+                await pending
+                pending = None
+            if not should_stop():
+                pending = asyncio.create_task(_persist(ctx, chunk))
+        lap("compute_s")
+        if pending is not None:
+            await pending
+            pending = None
+    finally:
+        if pending is not None:  # cancelled, or the statistics failed: not left running
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+    lap("persist_s")
+
+
 def _plan_all(
     work: list[_Work], settings: Settings, rng: np.random.Generator, now: datetime
 ) -> None:
@@ -459,7 +509,8 @@ async def run_cycle(
     1. one snapshot of every running experiment's statistics (four queries);
     2. the statistics of the experiments whose inputs changed since the last cycle (numerical
        P(best), in a worker thread); unchanged experiments reuse their last evaluation;
-    3. the new sequential p-values, merged in one statement;
+    3. the new sequential p-values, merged in one statement per chunk of
+       :data:`EVALUATE_CHUNK` experiments while the next chunk's statistics are computed;
     4. recommendation and plan for every experiment (so the duration rules act on unchanged
        experiments too);
     5. the changes, written in batches (one transaction of a few statements each, then one
@@ -486,19 +537,7 @@ async def run_cycle(
             w.primary, w.checks = seen.primary, seen.checks
         else:
             fresh.append(w)
-    if fresh:
-        await asyncio.to_thread(_compute_all, fresh, ctx.rng)
-    lap("compute_s")
-    computed = [w for w in fresh if w.error is None]
-    if computed and not should_stop():
-        assert all(w.primary is not None and w.checks is not None for w in computed)
-        merged = await persist_many(
-            ctx.pool, [(w.raw, w.primary, w.checks) for w in computed]  # type: ignore[misc]
-        )
-        for w, (primary, checks, stored) in zip(computed, merged, strict=True):
-            w.primary, w.checks = primary, checks
-            ctx.seen[w.raw.experiment_id] = _Seen(fingerprint(w.raw, stored), primary, checks)
-    lap("persist_s")
+    await _evaluate(ctx, fresh, should_stop, lap)
     await asyncio.to_thread(_plan_all, work, ctx.settings, ctx.rng, now)
     lap("plan_s")
 
