@@ -20,9 +20,11 @@ changes. The plan, in order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -501,8 +503,35 @@ def _plan_all(
             w.error = exc
 
 
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the duration (on again after, if it was on).
+
+    A cycle allocates hundreds of thousands of objects, most of them alive until its end; the
+    collector, triggered by allocation counts, scanned them (and the whole heap, one to two
+    full collections per cycle) again and again: 0.15-0.25 s of a cycle. Reference counting
+    still frees everything that is not in a reference cycle; the few cycles made meanwhile wait
+    for the next collection."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 async def run_cycle(
     ctx: TickContext, *, now: datetime, should_stop: Callable[[], bool] = lambda: False
+) -> tuple[int, list[TickResult], int]:
+    """One cycle over every running experiment: (experiments, results, failures); Python's
+    cyclic garbage collector is paused meanwhile."""
+    with _cyclic_gc_paused():
+        return await _run_cycle(ctx, now=now, should_stop=should_stop)
+
+
+async def _run_cycle(
+    ctx: TickContext, *, now: datetime, should_stop: Callable[[], bool]
 ) -> tuple[int, list[TickResult], int]:
     """One cycle over every running experiment: (experiments, results, failures).
 
