@@ -418,7 +418,7 @@ def _compute_all(work: list[_Work], rng: np.random.Generator) -> None:
             w.primary, w.checks = result
 
 
-EVALUATE_CHUNK = 250
+EVALUATE_CHUNK = 100
 """Experiments whose statistics a cycle computes at a time: the merge of one chunk's sequential
 p-values (PostgreSQL's work) runs while the next chunk's statistics are computed."""
 
