@@ -13,7 +13,7 @@ from typing import Any
 
 from croupier.decision.assign import pick, targeted, unit_hash, unit_nonce
 from croupier.decision.exposure import DecisionLog
-from croupier.decision.ids import DecisionIdCodec, random_nonce
+from croupier.decision.ids import DecisionIdCodec
 from croupier.decision.policy_cache import Policy
 from croupier.decision.schemas import DecideResponse
 
@@ -37,7 +37,11 @@ class Decider:
         self.sticky_claim = sticky_claim
         self._sticky: OrderedDict[tuple[int, str], tuple[int, float]] = OrderedDict()
         self._sticky_max = sticky_cache_size
+        # Seeded from os.urandom here, in the serving process (after any fork). It also makes
+        # the nonces of non-sticky ids: they need to be unique, not secret (the id's MAC is
+        # what cannot be forged), and drawing them here skips a getrandom system call per id.
         self._random = random.Random()
+        self._nonce = self._random.randbytes
 
     def _remember(self, key: tuple[int, str], arm: int, propensity: float) -> None:
         self._sticky[key] = (arm, propensity)
@@ -45,7 +49,7 @@ class Decider:
             self._sticky.popitem(last=False)
 
     def _uncounted(self, policy: Policy, unit_id: str, arm: int, reason: str) -> DecideResponse:
-        decision_id = self.codec.encode(policy.experiment_id, arm, False, random_nonce())
+        decision_id = self.codec.encode(policy.experiment_id, arm, False, self._nonce(8))
         self.log.record(
             decision_id,
             policy.experiment_id,
@@ -68,7 +72,7 @@ class Decider:
     def _counted(
         self, policy: Policy, unit_id: str, arm: int, propensity: float, *, sticky_repeat: bool
     ) -> DecideResponse:
-        nonce = unit_nonce(policy.salt, unit_id, arm) if policy.sticky else random_nonce()
+        nonce = unit_nonce(policy.salt, unit_id, arm) if policy.sticky else self._nonce(8)
         decision_id = self.codec.encode(policy.experiment_id, arm, True, nonce)
         if sticky_repeat:
             reason = "sticky"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import os
 import struct
 from typing import NamedTuple
 
@@ -74,8 +73,3 @@ class DecisionIdCodec:
         if version != VERSION:
             return None
         return DecisionRef(experiment_id, arm_index, bool(flags & FLAG_COUNTED))
-
-
-def random_nonce() -> bytes:
-    """8 random bytes for a non-sticky decision."""
-    return os.urandom(8)
