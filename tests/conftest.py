@@ -26,8 +26,8 @@ from croupier.settings import Settings
 
 # tables emptied between tests (everything but the migration record and the secret)
 _TABLES = (
-    "audit_log, api_keys, sequential_state, metric_stats, arm_stats, rewards, decisions, "
-    "allocations, arms, experiments"
+    "audit_log, api_keys, sequential_history, sequential_state, metric_stats, arm_stats, "
+    "rewards, decisions, allocations, arms, experiments"
 )
 
 

@@ -1,4 +1,5 @@
-"""The sequential p-value history (migrations 0005, 0006): which merged p-values become points.
+"""The sequential p-value history (migrations 0005, 0006): which merged p-values become points;
+the sequential state and history stay tied to an existing experiment (migration 0009).
 
 The rule, per stored row of a `sequential_merge` statement: a point when the comparison has none
 yet, or when the stored value is below the last point's and fell by 2 % or more or the last
@@ -9,11 +10,14 @@ statements of one row and of many, inserts and updates (ON CONFLICT) mixed.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import asyncpg
+import pytest
 
 from croupier.storage.queries import Q
+from tests.conftest import Services
 
 _Key = tuple[int, str, int, str]
 
@@ -152,3 +156,103 @@ async def test_history_matches_the_rule_row_by_row(db: asyncpg.Connection) -> No
     assert await db.fetchval("SELECT count(*) FROM sequential_history") == sum(
         map(len, model.values())
     )
+
+
+# Their link to the experiment (migration 0009): checked once per statement, deleted with it.
+
+_STATE = (
+    "INSERT INTO sequential_state (experiment_id, metric, arm_index, kind, p_value) "
+    "SELECT $1, 'reward', a, 'two_sided', 0.5 FROM unnest($2::smallint[]) AS a"
+)
+_HISTORY = (
+    "INSERT INTO sequential_history (experiment_id, metric, arm_index, kind, p_value, exposures) "
+    "SELECT $1, 'reward', a, 'two_sided', 0.5, 0 FROM unnest($2::smallint[]) AS a"
+)
+
+
+async def _rows(db: asyncpg.Connection, experiment_id: int) -> tuple[int, int]:
+    state = await db.fetchval(
+        "SELECT count(*) FROM sequential_state WHERE experiment_id = $1", experiment_id
+    )
+    history = await db.fetchval(
+        "SELECT count(*) FROM sequential_history WHERE experiment_id = $1", experiment_id
+    )
+    return state, history
+
+
+@pytest.mark.parametrize("statement", [_STATE, _HISTORY], ids=["state", "history"])
+async def test_a_row_of_a_missing_experiment_fails_the_statement(
+    db: asyncpg.Connection, statement: str
+) -> None:
+    alive = await _experiment(db, "alive", 3, control=0)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await db.execute(
+            "WITH x AS ("
+            + statement.replace("SELECT $1,", "SELECT CASE WHEN a = 2 THEN $1 + 1000 ELSE $1 END,")
+            + " RETURNING 1) SELECT count(*) FROM x",
+            alive,
+            [1, 2],
+        )
+    assert await _rows(db, alive) == (0, 0)
+    await db.execute(statement, alive, [1, 2])
+
+
+async def test_deleting_an_experiment_deletes_its_state_and_history(
+    db: asyncpg.Connection,
+) -> None:
+    gone = await _experiment(db, "gone", 3, control=0)
+    kept = await _experiment(db, "kept", 3, control=0)
+    for eid in (gone, kept):
+        await _merge(db, [((eid, "reward", a, "two_sided"), 0.5) for a in (1, 2)])
+    assert await _rows(db, gone) == await _rows(db, kept) == (2, 2)
+    await db.execute("DELETE FROM experiments WHERE id = $1", gone)
+    assert (await _rows(db, gone), await _rows(db, kept)) == ((0, 0), (2, 2))
+
+
+async def test_a_delete_waits_for_an_open_merge_and_then_removes_its_rows(
+    db: asyncpg.Connection, migrated: Services
+) -> None:
+    eid = await _experiment(db, "race", 2, control=0)
+    merger = await asyncpg.connect(migrated.database_url)
+    deleter = await asyncpg.connect(migrated.database_url)
+    try:
+        tx = merger.transaction()
+        await tx.start()
+        await merger.fetch(Q["sequential_merge"], eid, ["reward"], [1], ["two_sided"], [0.5])
+        delete = asyncio.create_task(deleter.execute("DELETE FROM experiments WHERE id = $1", eid))
+        await asyncio.sleep(0.3)
+        assert not delete.done(), "the delete must wait for the merging transaction"
+        await tx.commit()
+        await asyncio.wait_for(delete, 10)
+        assert await _rows(db, eid) == (0, 0)  # no orphan rows
+    finally:
+        await merger.close()
+        await deleter.close()
+
+
+async def test_a_merge_behind_an_open_delete_fails_once_the_delete_commits(
+    db: asyncpg.Connection, migrated: Services
+) -> None:
+    eid = await _experiment(db, "race", 2, control=0)
+    merger = await asyncpg.connect(migrated.database_url)
+    deleter = await asyncpg.connect(migrated.database_url)
+    try:
+        tx = deleter.transaction()
+        await tx.start()
+        await deleter.execute("DELETE FROM experiments WHERE id = $1", eid)
+        merge = asyncio.create_task(
+            merger.fetch(Q["sequential_merge_many"], [eid], ["reward"], [1], ["two_sided"], [0.5])
+        )
+        await asyncio.sleep(0.3)
+        assert not merge.done(), "the merge must wait for the deleting transaction"
+        await tx.commit()
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await asyncio.wait_for(merge, 10)
+        assert await _rows(db, eid) == (0, 0)
+        # a merge that starts after the delete skips the experiment, as before
+        assert (
+            await db.fetch(Q["sequential_merge"], eid, ["reward"], [1], ["two_sided"], [0.5]) == []
+        )
+    finally:
+        await merger.close()
+        await deleter.close()
