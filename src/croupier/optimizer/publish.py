@@ -267,10 +267,12 @@ async def _publish_many(
         return
     if redis is not None and found:
         try:
+            payloads = [_encoder.encode(data) for data in found]
             async with redis.pipeline(transaction=False) as pipe:
-                for data in found:
-                    payload = _encoder.encode(data)
-                    pipe.set(keys.policy(data.key), payload)
+                # every snapshot in one MSET (one reply to read instead of one per SET), then
+                # the messages
+                pipe.mset({keys.policy(d.key): p for d, p in zip(found, payloads, strict=True)})
+                for payload in payloads:
                     pipe.publish(keys.policy_channel, payload)
                 await pipe.execute()
         except Exception as exc:  # Redis down: PostgreSQL polling will carry the changes
