@@ -40,14 +40,19 @@ def auth_and_length(scope: Scope) -> tuple[str | None, str | None]:
 
 async def read_body(receive: Receive, announced: str | None, limit: int, what: str) -> bytes:
     """The whole request body, refused with 413 as soon as it is known to exceed `limit`
-    bytes: at once from the announced Content-Length, otherwise while the chunks arrive."""
-    if announced is not None and announced.isdigit() and int(announced) > limit:
+    bytes: at once from the announced Content-Length, otherwise while the chunks arrive.
+
+    With a Content-Length, the body is complete once that many bytes have arrived. Some
+    servers (granian) send the last chunk with `more_body` true and then an empty closing
+    message; not waiting for it saves a round trip to the server's I/O thread per request."""
+    expected = int(announced) if announced is not None and announced.isdigit() else -1
+    if expected > limit:
         raise _too_large(limit, what)
     message = await receive()
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):  # the common case: the body in one message
+    if not message.get("more_body", False) or len(body) == expected:  # the common case
         if len(body) > limit:
             raise _too_large(limit, what)
         return body
@@ -62,7 +67,7 @@ async def read_body(receive: Receive, announced: str | None, limit: int, what: s
         if size > limit:
             raise _too_large(limit, what)
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        if not message.get("more_body", False) or size == expected:
             return b"".join(chunks)
 
 
