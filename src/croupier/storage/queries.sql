@@ -229,11 +229,24 @@ USING unnest($1::text[], $2::text[]) AS v(decision_id, metric)
 WHERE r.decision_id = v.decision_id AND r.metric = v.metric;
 
 -- name: metric_stats_add
+-- Add aggregated rewards ($1…$6, in key order) to their statistics rows. The rows are locked in
+-- that order first: an UPDATE … FROM locks rows in whatever order its join plan visits them
+-- (a hash join: the table's physical order, which updates keep changing), so two commits
+-- sharing rows could lock them in opposite orders and deadlock (PostgreSQL detects that only
+-- after deadlock_timeout, 1 s). Locked in key order, one waits for the other instead.
+WITH locked AS MATERIALIZED (
+    SELECT v.experiment_id, v.metric, v.arm_index, v.n, v.sum, v.sum_sq
+    FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::float8[], $6::float8[])
+         WITH ORDINALITY AS v(experiment_id, metric, arm_index, n, sum, sum_sq, ord)
+    JOIN metric_stats s ON s.experiment_id = v.experiment_id AND s.metric = v.metric
+                       AND s.arm_index = v.arm_index
+    ORDER BY v.ord
+    FOR NO KEY UPDATE OF s
+)
 UPDATE metric_stats s
-SET n = s.n + v.n, sum = s.sum + v.sum, sum_sq = s.sum_sq + v.sum_sq
-FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::float8[], $6::float8[])
-     AS v(experiment_id, metric, arm_index, n, sum, sum_sq)
-WHERE s.experiment_id = v.experiment_id AND s.metric = v.metric AND s.arm_index = v.arm_index;
+SET n = s.n + l.n, sum = s.sum + l.sum, sum_sq = s.sum_sq + l.sum_sq
+FROM locked l
+WHERE s.experiment_id = l.experiment_id AND s.metric = l.metric AND s.arm_index = l.arm_index;
 
 -- name: key_insert
 INSERT INTO api_keys (id, name, scope, secret_hash) VALUES ($1, $2, $3, $4);
@@ -394,13 +407,24 @@ WITH ins AS (
                          $6::float8[], $7::text[])
     RETURNING 1
 ),
+-- the statistics rows, locked in the caller's (key) order before they are updated: see
+-- metric_stats_add
+locked AS MATERIALIZED (
+    SELECT a.experiment_id, a.metric, a.arm_index, a.n, a.sum, a.sum_sq
+    FROM unnest($8::int[], $9::text[], $10::smallint[], $11::bigint[], $12::float8[],
+                $13::float8[]) WITH ORDINALITY AS a(experiment_id, metric, arm_index, n, sum,
+                                                     sum_sq, ord)
+    JOIN metric_stats s ON s.experiment_id = a.experiment_id AND s.metric = a.metric
+                       AND s.arm_index = a.arm_index
+    ORDER BY a.ord
+    FOR NO KEY UPDATE OF s
+),
 upd AS (
     UPDATE metric_stats s
-    SET n = s.n + a.n, sum = s.sum + a.sum, sum_sq = s.sum_sq + a.sum_sq
-    FROM unnest($8::int[], $9::text[], $10::smallint[], $11::bigint[], $12::float8[],
-                $13::float8[]) AS a(experiment_id, metric, arm_index, n, sum, sum_sq)
-    WHERE s.experiment_id = a.experiment_id AND s.metric = a.metric
-      AND s.arm_index = a.arm_index
+    SET n = s.n + l.n, sum = s.sum + l.sum, sum_sq = s.sum_sq + l.sum_sq
+    FROM locked l
+    WHERE s.experiment_id = l.experiment_id AND s.metric = l.metric
+      AND s.arm_index = l.arm_index
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins) AS inserted;
