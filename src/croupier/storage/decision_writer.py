@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -25,6 +26,8 @@ logger = logging.getLogger("croupier.decisions")
 # not woken when the connection is lost meanwhile (PostgreSQL killed mid-batch): without this
 # bound the writer would hang for the pool's 30 s command timeout while decisions pile up.
 COPY_TIMEOUT_S = 5.0
+# rows encoded between two turns of the event loop (~0.1-0.2 ms of encoding)
+COPY_CHUNK = 64
 _STAGE_COLUMNS = [
     "decision_id",
     "experiment_id",
@@ -38,6 +41,18 @@ _STAGE_COLUMNS = [
 ]
 
 
+async def _interleaved(events: list[DecisionEvent]) -> AsyncIterator[DecisionEvent]:
+    """The events for COPY, handing the event loop back every `COPY_CHUNK` rows.
+
+    asyncpg encodes a COPY's rows in one go; a batch of a second's worth of decisions kept the
+    worker's event loop from answering requests for milliseconds (decide p99 at ~8,000/s:
+    5.4-6.3 ms with the writer, 3.3-4.2 ms without it)."""
+    for start in range(0, len(events), COPY_CHUNK):
+        for event in events[start : start + COPY_CHUNK]:
+            yield event
+        await asyncio.sleep(0)
+
+
 async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> int:
     """Store one batch and add its exposures to the statistics; returns rows newly stored.
 
@@ -49,7 +64,7 @@ async def write_decisions(pool: asyncpg.Pool, events: list[DecisionEvent]) -> in
                 await conn.execute(Q["decision_stage_create"])
                 await conn.copy_records_to_table(
                     "decision_stage_v3",
-                    records=events,
+                    records=_interleaved(events),
                     columns=_STAGE_COLUMNS,
                     timeout=COPY_TIMEOUT_S,
                 )
