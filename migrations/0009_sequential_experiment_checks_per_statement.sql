@@ -15,10 +15,10 @@
 --   (`check_event_experiments`, migration 0008). The merges skip experiments deleted before
 --   their snapshot (`WHERE EXISTS`) as before; one deleted after it fails the statement, as
 --   the row check did.
--- - ON DELETE CASCADE. A row trigger on experiments deletes the experiment's sequential state
---   and history after the experiment row itself is deleted; its statements take a new
---   snapshot (READ COMMITTED), so they also see the rows of a merge that committed while the
---   delete was waiting for its lock.
+-- - ON DELETE CASCADE. 0008's row trigger on experiments (`delete_experiment_events`) also
+--   deletes the experiment's sequential state and history after the experiment row itself is
+--   deleted; its statements take a new snapshot (READ COMMITTED), so they also see the rows
+--   of a merge that committed while the delete was waiting for its lock.
 --
 -- Rows are never moved to another experiment (an update sets only p_value and updated_at), so
 -- UPDATE is not checked, as the foreign key skipped it too.
@@ -33,13 +33,13 @@ CREATE TRIGGER sequential_history_experiment_exists AFTER INSERT ON sequential_h
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION check_event_experiments();
 
-CREATE FUNCTION delete_experiment_sequential() RETURNS trigger LANGUAGE plpgsql AS $$
+-- 0008's delete trigger on experiments deletes these rows too
+CREATE OR REPLACE FUNCTION delete_experiment_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    DELETE FROM rewards WHERE experiment_id = OLD.id;
+    DELETE FROM decisions WHERE experiment_id = OLD.id;
     DELETE FROM sequential_state WHERE experiment_id = OLD.id;
     DELETE FROM sequential_history WHERE experiment_id = OLD.id;
     RETURN NULL;
 END
 $$;
-
-CREATE TRIGGER experiments_delete_sequential AFTER DELETE ON experiments
-    FOR EACH ROW EXECUTE FUNCTION delete_experiment_sequential();
