@@ -7,12 +7,11 @@ database to what the foreign keys guaranteed, including when an insert and a del
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
 
 from tests.conftest import Services
+from tests.integration.helpers import delete_waits_for_open_write, write_behind_open_delete_fails
 
 _REWARD = (
     "INSERT INTO rewards (decision_id, metric, experiment_id, arm_index, counted, value) "
@@ -76,42 +75,21 @@ async def test_a_delete_waits_for_an_open_insert_and_then_removes_its_rows(
     db: asyncpg.Connection, migrated: Services
 ) -> None:
     experiment_id = await _experiment(db, "race")
-    inserter = await asyncpg.connect(migrated.database_url)
-    deleter = await asyncpg.connect(migrated.database_url)
-    try:
-        tx = inserter.transaction()
-        await tx.start()
-        await inserter.execute(_REWARD, ["r1", "r2"], experiment_id)  # locks the experiment
-        delete = asyncio.create_task(
-            deleter.execute("DELETE FROM experiments WHERE id = $1", experiment_id)
-        )
-        await asyncio.sleep(0.3)
-        assert not delete.done(), "the delete must wait for the inserting transaction"
-        await tx.commit()
-        await asyncio.wait_for(delete, 10)
-        assert await _count(db, "rewards", experiment_id) == 0  # no orphan rows
-    finally:
-        await inserter.close()
-        await deleter.close()
+    await delete_waits_for_open_write(
+        migrated.database_url,
+        experiment_id,
+        lambda conn: conn.execute(_REWARD, ["r1", "r2"], experiment_id),
+    )
+    assert await _count(db, "rewards", experiment_id) == 0  # no orphan rows
 
 
 async def test_an_insert_behind_an_open_delete_fails_once_the_delete_commits(
     db: asyncpg.Connection, migrated: Services
 ) -> None:
     experiment_id = await _experiment(db, "race")
-    inserter = await asyncpg.connect(migrated.database_url)
-    deleter = await asyncpg.connect(migrated.database_url)
-    try:
-        tx = deleter.transaction()
-        await tx.start()
-        await deleter.execute("DELETE FROM experiments WHERE id = $1", experiment_id)
-        insert = asyncio.create_task(inserter.execute(_REWARD, ["r1"], experiment_id))
-        await asyncio.sleep(0.3)
-        assert not insert.done(), "the insert must wait for the deleting transaction"
-        await tx.commit()
-        with pytest.raises(asyncpg.ForeignKeyViolationError):
-            await asyncio.wait_for(insert, 10)
-        assert await _count(db, "rewards", experiment_id) == 0
-    finally:
-        await inserter.close()
-        await deleter.close()
+    await write_behind_open_delete_fails(
+        migrated.database_url,
+        experiment_id,
+        lambda conn: conn.execute(_REWARD, ["r1"], experiment_id),
+    )
+    assert await _count(db, "rewards", experiment_id) == 0

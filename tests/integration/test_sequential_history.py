@@ -10,7 +10,6 @@ statements of one row and of many, inserts and updates (ON CONFLICT) mixed.
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import asyncpg
@@ -18,6 +17,7 @@ import pytest
 
 from croupier.storage.queries import Q
 from tests.conftest import Services
+from tests.integration.helpers import delete_waits_for_open_write, write_behind_open_delete_fails
 
 _Key = tuple[int, str, int, str]
 
@@ -213,46 +213,25 @@ async def test_a_delete_waits_for_an_open_merge_and_then_removes_its_rows(
     db: asyncpg.Connection, migrated: Services
 ) -> None:
     eid = await _experiment(db, "race", 2, control=0)
-    merger = await asyncpg.connect(migrated.database_url)
-    deleter = await asyncpg.connect(migrated.database_url)
-    try:
-        tx = merger.transaction()
-        await tx.start()
-        await merger.fetch(Q["sequential_merge"], eid, ["reward"], [1], ["two_sided"], [0.5])
-        delete = asyncio.create_task(deleter.execute("DELETE FROM experiments WHERE id = $1", eid))
-        await asyncio.sleep(0.3)
-        assert not delete.done(), "the delete must wait for the merging transaction"
-        await tx.commit()
-        await asyncio.wait_for(delete, 10)
-        assert await _rows(db, eid) == (0, 0)  # no orphan rows
-    finally:
-        await merger.close()
-        await deleter.close()
+    await delete_waits_for_open_write(
+        migrated.database_url,
+        eid,
+        lambda conn: conn.fetch(Q["sequential_merge"], eid, ["reward"], [1], ["two_sided"], [0.5]),
+    )
+    assert await _rows(db, eid) == (0, 0)  # no orphan rows
 
 
 async def test_a_merge_behind_an_open_delete_fails_once_the_delete_commits(
     db: asyncpg.Connection, migrated: Services
 ) -> None:
     eid = await _experiment(db, "race", 2, control=0)
-    merger = await asyncpg.connect(migrated.database_url)
-    deleter = await asyncpg.connect(migrated.database_url)
-    try:
-        tx = deleter.transaction()
-        await tx.start()
-        await deleter.execute("DELETE FROM experiments WHERE id = $1", eid)
-        merge = asyncio.create_task(
-            merger.fetch(Q["sequential_merge_many"], [eid], ["reward"], [1], ["two_sided"], [0.5])
-        )
-        await asyncio.sleep(0.3)
-        assert not merge.done(), "the merge must wait for the deleting transaction"
-        await tx.commit()
-        with pytest.raises(asyncpg.ForeignKeyViolationError):
-            await asyncio.wait_for(merge, 10)
-        assert await _rows(db, eid) == (0, 0)
-        # a merge that starts after the delete skips the experiment, as before
-        assert (
-            await db.fetch(Q["sequential_merge"], eid, ["reward"], [1], ["two_sided"], [0.5]) == []
-        )
-    finally:
-        await merger.close()
-        await deleter.close()
+    await write_behind_open_delete_fails(
+        migrated.database_url,
+        eid,
+        lambda conn: conn.fetch(
+            Q["sequential_merge_many"], [eid], ["reward"], [1], ["two_sided"], [0.5]
+        ),
+    )
+    assert await _rows(db, eid) == (0, 0)
+    # a merge that starts after the delete skips the experiment, as before
+    assert await db.fetch(Q["sequential_merge"], eid, ["reward"], [1], ["two_sided"], [0.5]) == []
